@@ -1,0 +1,390 @@
+//! The bus: validates and stamps events, routes them to subscriptions, and applies each
+//! subscription's overflow policy. Publishing never takes a lock on the route table.
+
+use crate::context::{unix_now_ms, Context};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Encoding, Event, EventId, EventInit};
+use crate::overflow::Overflow;
+use crate::pattern::{validate_topic, Pattern};
+use crate::queue::Offer;
+use crate::router::Router;
+use crate::subscription::{Origin, SubscribeOptions, Subscription, SubscriptionStats};
+use serde::Serialize;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub const MAX_DATA_BYTES: usize = 64 << 20;
+pub const MAX_ATTR_BYTES: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct BusOptions {
+    /// Defaults for subscriptions that do not set their own.
+    pub capacity: usize,
+    pub overflow: Overflow,
+    /// The CloudEvents `source` of events published here.
+    pub source: String,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        BusOptions { capacity: 1024, overflow: Overflow::Block, source: "sluice".into() }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BusStats {
+    pub closed: bool,
+    pub published: u64,
+    /// Published events that matched no subscription.
+    pub unrouted: u64,
+    pub subscriptions: Vec<SubscriptionStats>,
+}
+
+pub struct Bus {
+    router: Router,
+    defaults: BusOptions,
+    origin: Arc<Origin>,
+    seq: AtomicU64,
+    next_sub: AtomicU64,
+    closed: AtomicBool,
+    published: AtomicU64,
+    unrouted: AtomicU64,
+}
+
+/// The outcome of a publish that may have to wait.
+pub enum Delivery {
+    /// Every matching subscription took its decision. `accepted` is false if any of them
+    /// dropped or refused the event.
+    Done { accepted: bool },
+    /// Some `block` subscriptions were full: finish with `wait()` off the caller's event loop.
+    Pending(PendingPublish),
+}
+
+pub struct PendingPublish {
+    ev: Arc<Event>,
+    waiting: Vec<Arc<Subscription>>,
+    ctx: Option<Context>,
+    /// An `error`-policy refusal seen while offering, reported after the waits finish.
+    refused: Option<Error>,
+}
+
+impl PendingPublish {
+    /// Blocks until every waiting subscription took the event or the Context ended. The waits
+    /// go in order, so a publisher that awaits each publish keeps its order per subscription.
+    pub fn wait(self) -> Result<()> {
+        let mut result = Ok(());
+        for sub in &self.waiting {
+            if let Err(e) = sub.queue().push_blocking(self.ev.clone(), self.ctx.as_ref()) {
+                if result.is_ok() && e.kind() != ErrorKind::Closed {
+                    result = Err(e);
+                }
+            }
+        }
+        match (result, self.refused) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(e)) => Err(e),
+            (Ok(()), None) => Ok(()),
+        }
+    }
+}
+
+/// The rest of a batch behind an event that had to wait.
+pub struct PendingBatch {
+    current: PendingPublish,
+    rest: std::vec::IntoIter<Arc<Event>>,
+    ctx: Option<Context>,
+    refused: Option<Error>,
+}
+
+impl PendingBatch {
+    pub fn wait(self, bus: &Bus) -> Result<()> {
+        let mut refused = self.refused;
+        let mut current = Some(self.current);
+        let mut rest = self.rest;
+        loop {
+            if let Some(p) = current.take() {
+                match p.wait() {
+                    Err(e) if e.kind() == ErrorKind::QueueFull => {
+                        refused.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
+                    Ok(()) => {}
+                }
+            }
+            let Some(ev) = rest.next() else { break };
+            match bus.publish_event(ev, self.ctx.as_ref()) {
+                Ok(Delivery::Done { .. }) => {}
+                Ok(Delivery::Pending(p)) => current = Some(p),
+                Err(e) if e.kind() == ErrorKind::QueueFull => {
+                    refused.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+}
+
+/// Per-bus random id prefix, so ids from two processes or two buses do not collide.
+fn random_prefix() -> String {
+    let h = RandomState::new().hash_one((std::process::id(), unix_now_ms()));
+    format!("{:012x}", h & 0xffff_ffff_ffff)
+}
+
+impl Bus {
+    pub fn new(defaults: BusOptions) -> Result<Bus> {
+        if defaults.capacity == 0 {
+            return Err(Error::invalid("capacity must be at least 1"));
+        }
+        if defaults.overflow == Overflow::Spill {
+            return Err(Overflow::parse("spill").unwrap_err());
+        }
+        if defaults.source.is_empty() || defaults.source.len() > MAX_ATTR_BYTES {
+            return Err(Error::invalid("source must be a non-empty string of at most 1024 bytes"));
+        }
+        let origin = Arc::new(Origin { id_prefix: random_prefix().into(), source: defaults.source.clone().into() });
+        Ok(Bus {
+            router: Router::default(),
+            defaults,
+            origin,
+            seq: AtomicU64::new(1),
+            next_sub: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            published: AtomicU64::new(0),
+            unrouted: AtomicU64::new(0),
+        })
+    }
+
+    pub fn defaults(&self) -> &BusOptions {
+        &self.defaults
+    }
+    pub fn origin(&self) -> &Arc<Origin> {
+        &self.origin
+    }
+
+    pub fn subscribe(&self, pattern: &str, opts: SubscribeOptions) -> Result<Arc<Subscription>> {
+        self.check_open()?;
+        let pattern = Pattern::parse(pattern)?;
+        let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        let sub = Arc::new(Subscription::new(id, pattern, opts, self.origin.clone())?);
+        self.router.add(sub.clone());
+        Ok(sub)
+    }
+
+    /// Default options for a subscription on this bus.
+    pub fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions { capacity: self.defaults.capacity, overflow: self.defaults.overflow, filter: None, name: None }
+    }
+
+    /// Removes the subscription; what is still queued is counted as dropped (closed).
+    pub fn unsubscribe(&self, id: u64) -> bool {
+        match self.router.remove(id) {
+            Some(sub) => {
+                sub.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed("bus"));
+        }
+        Ok(())
+    }
+
+    /// Validates and stamps an event. Fails if the publisher's Context already ended.
+    pub fn make_event(&self, init: EventInit, ctx: Option<&Context>) -> Result<Arc<Event>> {
+        validate_topic(&init.topic)?;
+        if init.data.len() > MAX_DATA_BYTES {
+            return Err(Error::invalid(format!("event data is {} bytes; the limit is {MAX_DATA_BYTES}", init.data.len())));
+        }
+        for (name, v) in [("id", &init.id), ("subject", &init.subject), ("traceparent", &init.traceparent)] {
+            if let Some(v) = v {
+                if v.is_empty() || v.len() > MAX_ATTR_BYTES {
+                    return Err(Error::invalid(format!("{name} must be a non-empty string of at most {MAX_ATTR_BYTES} bytes")));
+                }
+            }
+        }
+        if let Some(e) = ctx.and_then(Context::error) {
+            return Err(e);
+        }
+        let id = match init.id {
+            Some(s) => EventId::Given(s.into_boxed_str()),
+            None => EventId::Seq(self.seq.fetch_add(1, Ordering::Relaxed)),
+        };
+        Ok(Arc::new(Event {
+            id,
+            topic: init.topic.into_boxed_str(),
+            time_ms: unix_now_ms(),
+            subject: init.subject.map(String::into_boxed_str),
+            traceparent: init.traceparent.map(String::into_boxed_str),
+            deadline: ctx.and_then(Context::deadline),
+            ctx: ctx.filter(|c| c.can_end()).cloned(),
+            encoding: init.encoding.unwrap_or(Encoding::Json),
+            data: init.data.into_boxed_slice(),
+        }))
+    }
+
+    /// Routes an event without ever waiting. Returns whether every matching subscription took
+    /// it. A full `block` subscription counts it as `dropped_full`.
+    pub fn try_publish_event(&self, ev: Arc<Event>) -> Result<bool> {
+        self.check_open()?;
+        let mut accepted = true;
+        let mut matched = false;
+        self.router.for_each_match(&ev.topic, |sub| {
+            matched = true;
+            match sub.offer(&ev) {
+                None | Some((Offer::Enqueued | Offer::EnqueuedDisplacing, _)) => {}
+                Some((Offer::WouldBlock, _)) => {
+                    sub.queue().count_would_block();
+                    accepted = false;
+                }
+                Some(_) => accepted = false,
+            }
+        });
+        self.count_published(matched);
+        Ok(accepted)
+    }
+
+    pub fn try_publish(&self, init: EventInit, ctx: Option<&Context>) -> Result<bool> {
+        self.check_open()?;
+        let ev = self.make_event(init, ctx)?;
+        self.try_publish_event(ev)
+    }
+
+    /// Routes an event; `block` subscriptions that are full come back as a pending wait.
+    /// An `error` subscription that is full makes the publish fail with `ERR_QUEUE_FULL`
+    /// (the other subscriptions still get the event).
+    pub fn publish_event(&self, ev: Arc<Event>, ctx: Option<&Context>) -> Result<Delivery> {
+        self.check_open()?;
+        let mut accepted = true;
+        let mut matched = false;
+        let mut waiting = Vec::new();
+        let mut refused = None;
+        self.router.for_each_match(&ev.topic, |sub| {
+            matched = true;
+            match sub.offer(&ev) {
+                None | Some((Offer::Enqueued | Offer::EnqueuedDisplacing, _)) => {}
+                Some((Offer::WouldBlock, _)) => waiting.push(sub.clone()),
+                Some((Offer::Full, _)) => {
+                    accepted = false;
+                    refused.get_or_insert_with(|| {
+                        Error::new(
+                            ErrorKind::QueueFull,
+                            format!("subscription '{}' is full ({} events)", sub.pattern().as_str(), sub.queue().capacity()),
+                        )
+                    });
+                }
+                Some(_) => accepted = false,
+            }
+        });
+        self.count_published(matched);
+        if !waiting.is_empty() {
+            return Ok(Delivery::Pending(PendingPublish { ev, waiting, ctx: ctx.cloned(), refused }));
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(Delivery::Done { accepted }),
+        }
+    }
+
+    pub fn publish(&self, init: EventInit, ctx: Option<&Context>) -> Result<Delivery> {
+        self.check_open()?;
+        let ev = self.make_event(init, ctx)?;
+        self.publish_event(ev, ctx)
+    }
+
+    /// Builds the events of a batch from one JSON array of data (one `JSON.stringify` on the JS
+    /// side for the whole batch). `topics` holds one topic for all, or one per element.
+    pub fn make_batch(&self, topics: &[String], json_array: &[u8], ctx: Option<&Context>) -> Result<Vec<Arc<Event>>> {
+        let parts = crate::json::split_array(json_array)
+            .ok_or_else(|| Error::new(ErrorKind::Encode, "batch data is not a JSON array"))?;
+        if topics.len() != 1 && topics.len() != parts.len() {
+            return Err(Error::invalid(format!("batch has {} events but {} topics", parts.len(), topics.len())));
+        }
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let topic = if topics.len() == 1 { &topics[0] } else { &topics[i] };
+                self.make_event(EventInit { topic: topic.clone(), data: json_array[r].to_vec(), ..Default::default() }, ctx)
+            })
+            .collect()
+    }
+
+    /// Publishes events in order without waiting; returns how many every subscription took.
+    pub fn try_publish_batch(&self, events: Vec<Arc<Event>>) -> Result<u32> {
+        let mut accepted = 0;
+        for ev in events {
+            accepted += self.try_publish_event(ev)? as u32;
+        }
+        Ok(accepted)
+    }
+
+    /// Publishes events in order. If one has to wait, the rest wait behind it (order is kept):
+    /// the returned batch finishes with `wait()`.
+    pub fn publish_batch(&self, events: Vec<Arc<Event>>, ctx: Option<&Context>) -> Result<Option<PendingBatch>> {
+        let mut rest = events.into_iter();
+        let mut refused = None;
+        while let Some(ev) = rest.next() {
+            match self.publish_event(ev, ctx) {
+                Ok(Delivery::Done { .. }) => {}
+                Ok(Delivery::Pending(p)) => {
+                    return Ok(Some(PendingBatch { current: p, rest, ctx: ctx.cloned(), refused }));
+                }
+                Err(e) if e.kind() == ErrorKind::QueueFull => {
+                    refused.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        refused.map_or(Ok(None), Err)
+    }
+
+    fn count_published(&self, matched: bool) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        if !matched {
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops accepting publishes and subscriptions. Queued events stay for consumers to drain;
+    /// `shutdown()` then releases what is left.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes every subscription; whatever is still queued is counted as dropped (closed).
+    pub fn shutdown(&self) -> u64 {
+        self.close();
+        let mut left = 0;
+        for sub in self.router.all() {
+            if let Some(s) = self.router.remove(sub.id()) {
+                left += s.close();
+            }
+        }
+        left
+    }
+
+    pub fn subscriptions(&self) -> Vec<Arc<Subscription>> {
+        self.router.all()
+    }
+
+    pub fn stats(&self) -> BusStats {
+        BusStats {
+            closed: self.is_closed(),
+            published: self.published.load(Ordering::Relaxed),
+            unrouted: self.unrouted.load(Ordering::Relaxed),
+            subscriptions: self.router.all().iter().map(|s| s.stats()).collect(),
+        }
+    }
+}

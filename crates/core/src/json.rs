@@ -1,0 +1,228 @@
+//! A minimal, allocation-free JSON scanner for the hot path: find a field in an event's JSON data
+//! (filters) and split a JSON array into its elements (batched publish). It never builds a tree;
+//! it only finds byte ranges. Input comes from `JSON.stringify` or from untrusted guests, so every
+//! step is bounds-checked and malformed input yields `None`, never a panic.
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(c) = b.get(i) {
+        if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// `i` is at an opening quote; returns the index just past the closing quote.
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        match b.get(j)? {
+            b'\\' => j += 2,
+            b'"' => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
+}
+
+/// Index just past the value that starts at or after `i` (after whitespace).
+pub fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut i = skip_ws(b, i);
+    match *b.get(i)? {
+        b'"' => string_end(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            loop {
+                match *b.get(i)? {
+                    b'"' => {
+                        i = string_end(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let start = i;
+            while let Some(c) = b.get(i) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                    break;
+                }
+                i += 1;
+            }
+            (i > start).then_some(i)
+        }
+    }
+}
+
+/// The raw bytes of a JSON string token's contents, decoded only if it holds escapes.
+pub fn string_contents(token: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    if token.len() < 2 || token[0] != b'"' || token[token.len() - 1] != b'"' {
+        return None;
+    }
+    let inner = &token[1..token.len() - 1];
+    if !inner.contains(&b'\\') {
+        return std::str::from_utf8(inner).ok().map(std::borrow::Cow::Borrowed);
+    }
+    serde_json::from_slice::<String>(token).ok().map(std::borrow::Cow::Owned)
+}
+
+/// Finds the value at `path` (object keys, outermost first) and returns its raw bytes.
+pub fn lookup<'a>(doc: &'a [u8], path: &[impl AsRef<str>]) -> Option<&'a [u8]> {
+    let mut start = skip_ws(doc, 0);
+    for key in path {
+        let key = key.as_ref();
+        if *doc.get(start)? != b'{' {
+            return None;
+        }
+        let mut i = start + 1;
+        let found = loop {
+            i = skip_ws(doc, i);
+            match *doc.get(i)? {
+                b'}' => return None,
+                b'"' => {}
+                _ => return None,
+            }
+            let key_end = string_end(doc, i)?;
+            let matched = string_contents(&doc[i..key_end])? == key;
+            i = skip_ws(doc, key_end);
+            if *doc.get(i)? != b':' {
+                return None;
+            }
+            let value_start = skip_ws(doc, i + 1);
+            if matched {
+                break value_start;
+            }
+            i = skip_ws(doc, value_end(doc, value_start)?);
+            match *doc.get(i)? {
+                b',' => i += 1,
+                _ => return None,
+            }
+        };
+        start = found;
+    }
+    let end = value_end(doc, start)?;
+    Some(&doc[start..end])
+}
+
+/// Splits a JSON array into the byte ranges of its elements.
+pub fn split_array(doc: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut i = skip_ws(doc, 0);
+    if *doc.get(i)? != b'[' {
+        return None;
+    }
+    i = skip_ws(doc, i + 1);
+    let mut out = Vec::new();
+    if doc.get(i) == Some(&b']') {
+        return (skip_ws(doc, i + 1) == doc.len()).then_some(out);
+    }
+    loop {
+        let start = skip_ws(doc, i);
+        let end = value_end(doc, start)?;
+        out.push(start..end);
+        i = skip_ws(doc, end);
+        match *doc.get(i)? {
+            b',' => i += 1,
+            b']' => return (skip_ws(doc, i + 1) == doc.len()).then_some(out),
+            _ => return None,
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut last = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc: Option<&[u8]> = match c {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[last..i]);
+        match esc {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(format!("\\u{c:04x}").as_bytes()),
+        }
+        last = i + 1;
+    }
+    out.extend_from_slice(&bytes[last..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn finds_nested_fields() {
+        let doc = br#" {"a": 1, "s": "x\"y", "o": {"b": [1, {"c": 2}], "d": "deep"}, "n": null} "#;
+        assert_eq!(lookup(doc, &["a"]), Some(&b"1"[..]));
+        assert_eq!(lookup(doc, &["o", "d"]), Some(&br#""deep""#[..]));
+        assert_eq!(lookup(doc, &["o", "b"]), Some(&b"[1, {\"c\": 2}]"[..]));
+        assert_eq!(lookup(doc, &["n"]), Some(&b"null"[..]));
+        assert_eq!(string_contents(lookup(doc, &["s"]).unwrap()).unwrap(), "x\"y");
+        assert_eq!(lookup(doc, &["missing"]), None);
+        assert_eq!(lookup(doc, &["a", "b"]), None);
+        assert_eq!(lookup(b"[1]", &["a"]), None);
+    }
+
+    #[test]
+    fn splits_arrays() {
+        let doc = br#"[1, "a,b", {"x":[2,3]}, null]"#;
+        let parts: Vec<&[u8]> = split_array(doc).unwrap().into_iter().map(|r| &doc[r]).collect();
+        assert_eq!(parts, vec![&b"1"[..], br#""a,b""#, br#"{"x":[2,3]}"#, b"null"]);
+        assert_eq!(split_array(b"[]").unwrap().len(), 0);
+        assert!(split_array(b"[1,").is_none());
+        assert!(split_array(b"{}").is_none());
+        assert!(split_array(b"[1] x").is_none());
+    }
+
+    #[test]
+    fn escapes_strings() {
+        let mut out = Vec::new();
+        write_string(&mut out, "a\"b\\c\nd\u{1}é");
+        let back: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, "a\"b\\c\nd\u{1}é");
+    }
+
+    proptest! {
+        // Untrusted bytes never panic the scanner.
+        #[test]
+        fn never_panics(doc in proptest::collection::vec(any::<u8>(), 0..64), key in "[a-c]{1,2}") {
+            let _ = lookup(&doc, &[key.as_str()]);
+            let _ = split_array(&doc);
+            let _ = value_end(&doc, 0);
+        }
+
+        // On valid JSON, lookup agrees with serde_json.
+        #[test]
+        fn agrees_with_serde(a in any::<i32>(), s in ".{0,12}", b in any::<bool>()) {
+            let v = serde_json::json!({"a": a, "s": s, "o": {"b": b}});
+            let text = serde_json::to_vec(&v).unwrap();
+            let got: serde_json::Value = serde_json::from_slice(lookup(&text, &["a"]).unwrap()).unwrap();
+            prop_assert_eq!(got, v["a"].clone());
+            let got: serde_json::Value = serde_json::from_slice(lookup(&text, &["s"]).unwrap()).unwrap();
+            prop_assert_eq!(got, v["s"].clone());
+            let got: serde_json::Value = serde_json::from_slice(lookup(&text, &["o", "b"]).unwrap()).unwrap();
+            prop_assert_eq!(got, v["o"]["b"].clone());
+            let mut esc = Vec::new();
+            write_string(&mut esc, &s);
+            prop_assert_eq!(serde_json::from_slice::<String>(&esc).unwrap(), s);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! sluice core: bounded lock-free channels with overflow policies, a topic router with lock-free
+//! reads, a Context tree, declarative filters and counters. Plain Rust: this crate never links
+//! N-API or Wasmtime, so every rule here is tested with `cargo test` alone.
+
+pub mod bus;
+pub mod codec;
+pub mod context;
+pub mod error;
+pub mod event;
+pub mod filter;
+pub mod json;
+pub mod overflow;
+pub mod pattern;
+pub mod queue;
+pub mod router;
+pub mod subscription;
+
+pub use bus::{Bus, BusOptions, BusStats, Delivery, PendingBatch, PendingPublish};
+pub use context::{Context, Deadline};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Encoding, Event, EventId, EventInit};
+pub use filter::FilterChain;
+pub use overflow::Overflow;
+pub use pattern::Pattern;
+pub use queue::{Offer, QueueStats};
+pub use subscription::{Origin, SubscribeOptions, Subscription, SubscriptionStats};

@@ -1,0 +1,338 @@
+//! A subscription's bounded queue: crossbeam's lock-free `ArrayQueue` plus the overflow policy,
+//! the counters, a coalesced consumer wake-up and a parking place for blocked publishers.
+//!
+//! Why `ArrayQueue`: it is a well-tested bounded MPMC ring (Vyukov's design) with `force_push`,
+//! which gives `drop-oldest` atomically; an own ring would have to beat it in `benches/` first.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::overflow::Overflow;
+use crossbeam_queue::ArrayQueue;
+use serde::Serialize;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, Thread};
+use std::time::Duration;
+
+/// Counters written by publishers. Kept apart from the consumer's so the two sides do not share
+/// a cache line on every event.
+#[derive(Default)]
+#[repr(align(128))]
+struct ProducerCounters {
+    published: AtomicU64,
+    dropped_newest: AtomicU64,
+    dropped_oldest: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_canceled: AtomicU64,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct ConsumerCounters {
+    delivered: AtomicU64,
+    expired: AtomicU64,
+    failed: AtomicU64,
+    dropped_closed: AtomicU64,
+}
+
+/// A consistent-enough copy of a queue's counters. Invariant once the queue is quiet:
+/// `published = delivered + expired + dropped_oldest + dropped_closed + depth`, and every event
+/// offered is either published or counted in `dropped_newest`/`dropped_full`/`dropped_canceled`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStats {
+    pub capacity: u64,
+    pub depth: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub dropped_newest: u64,
+    pub dropped_oldest: u64,
+    /// Refused because full: `error` policy, or a `tryPublish` that would have had to wait.
+    pub dropped_full: u64,
+    /// A blocked publisher's Context ended before space freed up.
+    pub dropped_canceled: u64,
+    /// Still queued when the subscription closed.
+    pub dropped_closed: u64,
+    pub expired: u64,
+    pub failed: u64,
+    pub blocked_publishers: u64,
+}
+
+impl QueueStats {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_newest + self.dropped_oldest + self.dropped_full + self.dropped_canceled + self.dropped_closed
+    }
+}
+
+/// What a non-blocking offer did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    Enqueued,
+    /// Enqueued after dropping the oldest event (`drop-oldest`).
+    EnqueuedDisplacing,
+    /// Dropped under `drop-newest`.
+    DroppedNewest,
+    /// Refused: full under `error`.
+    Full,
+    /// Full under `block`: the caller decides whether to wait (`push_blocking`) or give up.
+    WouldBlock,
+    Closed,
+}
+
+type Waker = Box<dyn Fn() + Send + Sync>;
+
+pub struct Queue {
+    ring: ArrayQueue<Arc<Event>>,
+    policy: Overflow,
+    closed: AtomicBool,
+    producer: ProducerCounters,
+    consumer: ConsumerCounters,
+    /// Consumer wake-up, called at most once per `arm()`: one wake carries a whole batch.
+    waker: OnceLock<Waker>,
+    armed: AtomicBool,
+    blocked: AtomicUsize,
+    parked: Mutex<Vec<Thread>>,
+}
+
+impl Queue {
+    pub fn new(capacity: usize, policy: Overflow) -> Result<Queue> {
+        if policy == Overflow::Spill {
+            return Err(Overflow::parse("spill").unwrap_err());
+        }
+        if capacity == 0 {
+            return Err(Error::invalid("capacity must be at least 1"));
+        }
+        Ok(Queue {
+            ring: ArrayQueue::new(capacity),
+            policy,
+            closed: AtomicBool::new(false),
+            producer: ProducerCounters::default(),
+            consumer: ConsumerCounters::default(),
+            waker: OnceLock::new(),
+            armed: AtomicBool::new(false),
+            blocked: AtomicUsize::new(0),
+            parked: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn policy(&self) -> Overflow {
+        self.policy
+    }
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Installs the consumer's wake-up. It runs on the publisher's thread, so it must be cheap
+    /// and must not block (e.g. queue a call onto the JS thread, unpark a worker).
+    pub fn set_waker(&self, waker: Waker) -> Result<()> {
+        self.waker.set(waker).map_err(|_| Error::invalid("this subscription already has a consumer"))
+    }
+
+    /// The consumer is about to sleep: wake it on the next push. Returns `true` if events arrived
+    /// meanwhile, in which case the consumer should keep draining instead of sleeping.
+    pub fn arm(&self) -> bool {
+        self.armed.store(true, Ordering::SeqCst);
+        !self.ring.is_empty() && self.armed.swap(false, Ordering::AcqRel)
+    }
+
+    fn wake_consumer(&self) {
+        // Pairs with the SeqCst store in arm(): either the consumer sees our event or we see
+        // its armed flag.
+        fence(Ordering::SeqCst);
+        if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
+            if let Some(w) = self.waker.get() {
+                w();
+            }
+        }
+    }
+
+    /// Offers an event without waiting, applying the policy.
+    pub fn offer(&self, ev: Arc<Event>) -> (Offer, Option<Arc<Event>>) {
+        if self.is_closed() {
+            self.producer.published.fetch_add(1, Ordering::Relaxed);
+            self.count_closed();
+            return (Offer::Closed, None);
+        }
+        let outcome = match self.policy {
+            Overflow::DropOldest => match self.ring.force_push(ev) {
+                None => Offer::Enqueued,
+                Some(_old) => {
+                    self.producer.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+                    Offer::EnqueuedDisplacing
+                }
+            },
+            _ => match self.ring.push(ev) {
+                Ok(()) => Offer::Enqueued,
+                Err(ev) => {
+                    return match self.policy {
+                        Overflow::DropNewest => {
+                            self.producer.dropped_newest.fetch_add(1, Ordering::Relaxed);
+                            (Offer::DroppedNewest, None)
+                        }
+                        Overflow::Error => {
+                            self.producer.dropped_full.fetch_add(1, Ordering::Relaxed);
+                            (Offer::Full, None)
+                        }
+                        _ => (Offer::WouldBlock, Some(ev)),
+                    };
+                }
+            },
+        };
+        self.producer.published.fetch_add(1, Ordering::Relaxed);
+        self.wake_consumer();
+        (outcome, None)
+    }
+
+    /// Counts an event that a non-waiting publisher could not place under `block`.
+    pub fn count_would_block(&self) {
+        self.producer.dropped_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an event offered to a queue that closed in the meantime.
+    pub fn count_closed(&self) {
+        self.consumer.dropped_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits for space (the `block` policy), bounded by `ctx`. Spins briefly, then parks; a
+    /// consumer's `take` or the Context's cancellation unparks it.
+    pub fn push_blocking(&self, mut ev: Arc<Event>, ctx: Option<&Context>) -> Result<()> {
+        let me = thread::current();
+        let _cancel_reg = ctx.map(|c| {
+            let t = me.clone();
+            c.on_cancel(Arc::new(move || t.unpark()))
+        });
+        let mut spins = 0u32;
+        loop {
+            if self.is_closed() {
+                self.count_closed();
+                self.producer.published.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::closed("subscription"));
+            }
+            match self.ring.push(ev) {
+                Ok(()) => {
+                    self.producer.published.fetch_add(1, Ordering::Relaxed);
+                    self.wake_consumer();
+                    return Ok(());
+                }
+                Err(back) => ev = back,
+            }
+            if let Some(c) = ctx {
+                if let Some(e) = c.error() {
+                    self.producer.dropped_canceled.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            if spins < 64 {
+                spins += 1;
+                if spins < 48 {
+                    std::hint::spin_loop();
+                } else {
+                    thread::yield_now();
+                }
+                continue;
+            }
+            self.blocked.fetch_add(1, Ordering::SeqCst);
+            self.parked.lock().unwrap().push(me.clone());
+            // Re-check after registering: a take() between our push attempt and registration
+            // would otherwise be a lost wake-up.
+            if self.ring.is_full() && !self.is_closed() {
+                let nap = ctx
+                    .and_then(|c| c.deadline())
+                    .map(|d| d.remaining().min(Duration::from_millis(100)))
+                    .unwrap_or(Duration::from_millis(100));
+                thread::park_timeout(nap);
+            }
+            self.parked.lock().unwrap().retain(|t| t.id() != me.id());
+            self.blocked.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wake_blocked(&self) {
+        fence(Ordering::SeqCst);
+        if self.blocked.load(Ordering::Relaxed) > 0 {
+            for t in self.parked.lock().unwrap().iter() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Moves up to `max` live events into `out`. Events whose Context ended or whose deadline
+    /// passed are counted as expired and skipped. Returns how many were delivered.
+    pub fn take(&self, max: usize, out: &mut Vec<Arc<Event>>) -> usize {
+        let mut delivered = 0;
+        let mut expired = 0;
+        while delivered < max {
+            let Some(ev) = self.ring.pop() else { break };
+            if ev.expired() {
+                expired += 1;
+                continue;
+            }
+            out.push(ev);
+            delivered += 1;
+        }
+        if expired > 0 {
+            self.consumer.expired.fetch_add(expired, Ordering::Relaxed);
+        }
+        if delivered > 0 || expired > 0 {
+            self.consumer.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
+            self.wake_blocked();
+        }
+        delivered
+    }
+
+    pub fn count_failed(&self, n: u64) {
+        self.consumer.failed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Closes the queue: later offers are refused, blocked publishers get `ERR_CLOSED`, and what
+    /// is still queued is counted as `dropped_closed`.
+    pub fn close(&self) -> u64 {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return 0;
+        }
+        let mut n = 0;
+        while self.ring.pop().is_some() {
+            n += 1;
+        }
+        self.consumer.dropped_closed.fetch_add(n, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        for t in self.parked.lock().unwrap().iter() {
+            t.unpark();
+        }
+        // Wake the consumer so it notices the close.
+        self.armed.store(false, Ordering::SeqCst);
+        if let Some(w) = self.waker.get() {
+            w();
+        }
+        n
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let p = &self.producer;
+        let c = &self.consumer;
+        QueueStats {
+            capacity: self.capacity() as u64,
+            depth: self.len() as u64,
+            published: p.published.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            dropped_newest: p.dropped_newest.load(Ordering::Relaxed),
+            dropped_oldest: p.dropped_oldest.load(Ordering::Relaxed),
+            dropped_full: p.dropped_full.load(Ordering::Relaxed),
+            dropped_canceled: p.dropped_canceled.load(Ordering::Relaxed),
+            dropped_closed: c.dropped_closed.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            blocked_publishers: self.blocked.load(Ordering::Relaxed) as u64,
+        }
+    }
+}
