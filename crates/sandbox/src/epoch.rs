@@ -1,0 +1,91 @@
+//! One ticker thread per engine that advances the epoch while any guest call is running.
+//!
+//! Guests are stopped by epoch interruption: each store gets a deadline in ticks and a
+//! callback that compares the real clock with the event's deadline. The ticker parks while no
+//! call is active, so an idle process does not wake every millisecond.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+struct Shared {
+    active: AtomicUsize,
+    stop: AtomicBool,
+}
+
+pub(crate) struct Ticker {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    tick: Duration,
+}
+
+/// Keeps the ticker running while alive; one per guest call.
+pub(crate) struct ActiveCall<'a> {
+    ticker: &'a Ticker,
+}
+
+impl Drop for ActiveCall<'_> {
+    fn drop(&mut self) {
+        self.ticker.shared.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Ticker {
+    pub fn start(engine: wasmtime::Engine, tick: Duration) -> std::io::Result<Ticker> {
+        let shared = Arc::new(Shared {
+            active: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let thread = thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !s.stop.load(Ordering::Acquire) {
+                    if s.active.load(Ordering::Acquire) == 0 {
+                        // Unparked by `enter`; the timeout only bounds a missed wake-up.
+                        thread::park_timeout(Duration::from_millis(100));
+                        continue;
+                    }
+                    thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Ticker {
+            shared,
+            thread: Some(thread),
+            tick,
+        })
+    }
+
+    pub fn tick(&self) -> Duration {
+        self.tick
+    }
+
+    pub fn enter(&self) -> ActiveCall<'_> {
+        if self.shared.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            if let Some(t) = &self.thread {
+                t.thread().unpark();
+            }
+        }
+        ActiveCall { ticker: self }
+    }
+
+    /// Ticks to wait before the epoch callback should look at the clock again: rounded up so
+    /// the callback never fires early by more than one tick, and at least one.
+    pub fn ticks_until(&self, deadline: Instant) -> u64 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let tick = self.tick.as_nanos().max(1);
+        (left.as_nanos().div_ceil(tick) as u64).max(1)
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}

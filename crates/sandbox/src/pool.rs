@@ -1,0 +1,501 @@
+//! `Sandbox`: one deployment's runtime. A small pool of instances of one module, shared by
+//! the bus's worker threads; `handle` runs one event on one instance.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Memory, Store, TypedFunc, UpdateDeadline};
+
+use crate::abi::{self, check_guest_range, status};
+use crate::envelope::{encode_envelope_into, Envelope};
+use crate::error::{classify, ErrorKind, SandboxError, TimeoutExceeded};
+use crate::host::{CallState, Emit, HostState, LogRecord, Policy};
+use crate::limits::{Limits, MAX_CONFIG_BYTES};
+use crate::registry::HandlerModule;
+use crate::stats::{Counters, LatencySnapshot, OutcomeCounts};
+use crate::topic::AllowList;
+
+/// How a deployment is run.
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    pub limits: Limits,
+    /// Topics the handler may emit: `fraud.flagged`, `fraud.*` (one segment), `fraud.>` (rest).
+    pub emits: Vec<String>,
+    /// Bytes the guest reads with `config_len` / `config_read` (at most 1 MiB).
+    pub config: Vec<u8>,
+    /// Instances, i.e. events handled at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            limits: Limits::default(),
+            emits: Vec::new(),
+            config: Vec::new(),
+            concurrency: 1,
+        }
+    }
+}
+
+/// What the handler decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ack,
+    Retry,
+    /// Send to the dead letter destination.
+    Reject,
+    Error(SandboxError),
+}
+
+impl Outcome {
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        match self {
+            Outcome::Error(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// Result of one `handle` call.
+#[derive(Clone, Debug)]
+pub struct HandleResult {
+    pub outcome: Outcome,
+    /// Allowed emits, in call order; non-empty only when the outcome is `Ack` (a retried,
+    /// rejected or failed handler's emits are dropped so redelivery cannot duplicate them).
+    pub emits: Vec<Emit>,
+    /// `emit` calls refused with a non-zero code during this event.
+    pub refused_emits: u32,
+    /// Logs are returned whatever the outcome: they explain failures.
+    pub logs: Vec<LogRecord>,
+    pub dropped_logs: u32,
+    /// Time spent in `handle`, including waiting for a free instance.
+    pub elapsed: Duration,
+}
+
+/// Instance counts of a deployment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstanceCounts {
+    /// Existing instances (idle + running).
+    pub live: usize,
+    pub idle: usize,
+    pub created: u64,
+    /// Dropped after a trap, timeout, memory/stack overflow or bad pointer.
+    pub discarded: u64,
+}
+
+/// Snapshot for `Deployment.info()`.
+#[derive(Clone, Debug)]
+pub struct SandboxInfo {
+    pub hash: String,
+    pub concurrency: usize,
+    pub limits: Limits,
+    pub emits: Vec<String>,
+    pub instances: InstanceCounts,
+    pub outcomes: OutcomeCounts,
+    /// Emits returned to the caller for publishing.
+    pub emits_accepted: u64,
+    /// `emit` calls answered with a refusal code.
+    pub emits_refused: u64,
+    /// Accepted by `emit` but dropped because the handler did not ack.
+    pub emits_discarded: u64,
+    pub logs_dropped: u64,
+    pub latency: LatencySnapshot,
+}
+
+struct Instance {
+    store: Store<HostState>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    handle: TypedFunc<(i32, i32), i32>,
+    /// Reused envelope buffer.
+    scratch: Vec<u8>,
+}
+
+struct PoolState {
+    idle: Vec<Instance>,
+    /// Instances that exist (idle + checked out + being created).
+    live: usize,
+}
+
+/// A deployed handler: a module, its limits and policy, and a pool of instances.
+pub struct Sandbox {
+    module: Arc<HandlerModule>,
+    policy: Arc<Policy>,
+    concurrency: usize,
+    pool: Mutex<PoolState>,
+    available: Condvar,
+    counters: Counters,
+}
+
+impl Sandbox {
+    /// Validates the options and creates the first instance right away, so a module whose
+    /// `sluice_init` fails or whose initial memory exceeds the limit is refused at deploy.
+    pub fn new(
+        module: Arc<HandlerModule>,
+        options: SandboxOptions,
+    ) -> Result<Sandbox, SandboxError> {
+        let engine_cfg = module.engine().config();
+        let cfg_err = |m: String| SandboxError::new(ErrorKind::Config, m);
+        options
+            .limits
+            .validate(engine_cfg.max_memory_bytes, engine_cfg.fuel)?;
+        if options.concurrency == 0 || options.concurrency > engine_cfg.max_instances as usize {
+            return Err(cfg_err(format!(
+                "concurrency {} must be in 1..={} (engine instance slots)",
+                options.concurrency, engine_cfg.max_instances
+            )));
+        }
+        if options.config.len() > MAX_CONFIG_BYTES {
+            return Err(cfg_err(format!(
+                "config is {} bytes, more than {MAX_CONFIG_BYTES}",
+                options.config.len()
+            )));
+        }
+        let allow = AllowList::parse(&options.emits).map_err(cfg_err)?;
+        let policy = Arc::new(Policy {
+            limits: options.limits,
+            allow,
+            config: options.config.into_boxed_slice(),
+        });
+        let sandbox = Sandbox {
+            module,
+            policy,
+            concurrency: options.concurrency,
+            pool: Mutex::new(PoolState {
+                idle: Vec::new(),
+                live: 0,
+            }),
+            available: Condvar::new(),
+            counters: Counters::new(),
+        };
+        let first = sandbox.create_instance()?;
+        {
+            let mut pool = sandbox.lock();
+            pool.live = 1;
+            pool.idle.push(first);
+        }
+        Ok(sandbox)
+    }
+
+    pub fn hash(&self) -> &str {
+        self.module.hash()
+    }
+
+    pub fn module(&self) -> &Arc<HandlerModule> {
+        &self.module
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.policy.limits
+    }
+
+    /// Encodes `envelope` and runs it; see `handle_encoded`.
+    pub fn handle(&self, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
+        self.run(deadline, |buf| {
+            encode_envelope_into(envelope, buf)
+                .map_err(|e| SandboxError::new(ErrorKind::GuestMemory, e.to_string()))
+        })
+    }
+
+    /// Runs one pre-encoded envelope (see `encode_envelope`) on a free instance. Blocks while
+    /// all `concurrency` instances are busy, at most until the deadline. The effective
+    /// deadline is the earlier of `deadline` and now + `limits.timeout_ms`.
+    pub fn handle_encoded(&self, envelope: &[u8], deadline: Option<Instant>) -> HandleResult {
+        self.run(deadline, |buf| {
+            buf.clear();
+            buf.extend_from_slice(envelope);
+            Ok(())
+        })
+    }
+
+    fn run(
+        &self,
+        deadline: Option<Instant>,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), SandboxError>,
+    ) -> HandleResult {
+        let start = Instant::now();
+        let budget = start + self.policy.limits.timeout();
+        let deadline = deadline.map_or(budget, |d| d.min(budget));
+        if start >= deadline {
+            let e = SandboxError::new(
+                ErrorKind::Timeout,
+                "deadline passed before the handler started",
+            );
+            return self.finish(start, Err(e), CallState::default());
+        }
+        let mut inst = match self.checkout(deadline) {
+            Ok(i) => i,
+            Err(e) => return self.finish(start, Err(e), CallState::default()),
+        };
+        let mut buf = std::mem::take(&mut inst.scratch);
+        let result = fill(&mut buf).and_then(|()| self.call(&mut inst, &buf, deadline));
+        inst.scratch = buf;
+        let call = std::mem::take(&mut inst.store.data_mut().call);
+        match &result {
+            Err(e) if e.kind().poisons_instance() => self.discard(inst),
+            _ => self.checkin(inst),
+        }
+        self.finish(start, result, call)
+    }
+
+    /// Writes the envelope into guest memory and calls `sluice_handle`. No slice of guest
+    /// memory is held across the two guest calls: the slice is taken after `sluice_alloc`
+    /// returns, bounds-checked against the size at that moment, and dropped before the call.
+    fn call(
+        &self,
+        inst: &mut Instance,
+        envelope: &[u8],
+        deadline: Instant,
+    ) -> Result<i32, SandboxError> {
+        let len = i32::try_from(envelope.len()).map_err(|_| {
+            SandboxError::new(
+                ErrorKind::GuestMemory,
+                "envelope larger than a guest can address",
+            )
+        })?;
+        self.arm(&mut inst.store, deadline)?;
+        let _active = self.module.engine().ticker().enter();
+        let ptr = inst
+            .alloc
+            .call(&mut inst.store, len)
+            .map_err(|e| classify(e, ErrorKind::Trap).with_prefix(abi::EXPORT_ALLOC))?;
+        let memory = inst.memory.data_mut(&mut inst.store);
+        let range = check_guest_range(memory.len(), ptr, len).map_err(|f| {
+            SandboxError::new(
+                ErrorKind::GuestMemory,
+                format!("{} returned a bad buffer: {f}", abi::EXPORT_ALLOC),
+            )
+        })?;
+        memory[range].copy_from_slice(envelope);
+        inst.handle
+            .call(&mut inst.store, (ptr, len))
+            .map_err(|e| classify(e, ErrorKind::Trap).with_prefix(abi::EXPORT_HANDLE))
+    }
+
+    /// Resets per-call state and sets the time and fuel budgets for the next guest call.
+    fn arm(&self, store: &mut Store<HostState>, deadline: Instant) -> Result<(), SandboxError> {
+        let state = store.data_mut();
+        state.deadline = deadline;
+        state.started = Instant::now();
+        state.call = CallState::default();
+        if self.module.engine().config().fuel {
+            // With metering compiled in every store needs fuel; no budget means "unmetered".
+            store
+                .set_fuel(self.policy.limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| SandboxError::new(ErrorKind::Config, format!("fuel: {e:#}")))?;
+        }
+        store.set_epoch_deadline(self.module.engine().ticker().ticks_until(deadline));
+        Ok(())
+    }
+
+    fn create_instance(&self) -> Result<Instance, SandboxError> {
+        let engine = self.module.engine();
+        let mut store = Store::new(engine.wasmtime(), HostState::new(self.policy.clone()));
+        store.limiter(|state| &mut state.limiter);
+        let tick = engine.ticker().tick();
+        // The ticker only says "look at the clock"; the clock decides. This keeps the
+        // timeout accurate to one tick whatever phase the ticker was in.
+        store.epoch_deadline_callback(move |ctx| {
+            let state = ctx.data();
+            let now = Instant::now();
+            if now >= state.deadline {
+                let ran_ms = now.duration_since(state.started).as_millis();
+                return Err(wasmtime::Error::new(TimeoutExceeded { ran_ms }));
+            }
+            let left = state.deadline - now;
+            Ok(UpdateDeadline::Continue(
+                (left.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64).max(1),
+            ))
+        });
+        // Instantiation and `sluice_init` get a full timeout of their own.
+        self.arm(&mut store, Instant::now() + self.policy.limits.timeout())?;
+        let _active = engine.ticker().enter();
+
+        let instance = self
+            .module
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, ErrorKind::Instantiate).with_prefix("instantiate"))?;
+        let missing = |what: &str| {
+            SandboxError::new(ErrorKind::Compile, format!("export `{what}` not usable"))
+        };
+        let memory = instance
+            .get_memory(&mut store, abi::EXPORT_MEMORY)
+            .ok_or_else(|| missing(abi::EXPORT_MEMORY))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, abi::EXPORT_ALLOC)
+            .map_err(|_| missing(abi::EXPORT_ALLOC))?;
+        let handle = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, abi::EXPORT_HANDLE)
+            .map_err(|_| missing(abi::EXPORT_HANDLE))?;
+        store.data_mut().memory = Some(memory);
+
+        if self.module.has_init() {
+            let init = instance
+                .get_typed_func::<(), i32>(&mut store, abi::EXPORT_INIT)
+                .map_err(|_| missing(abi::EXPORT_INIT))?;
+            let code = init
+                .call(&mut store, ())
+                .map_err(|e| classify(e, ErrorKind::Instantiate).with_prefix(abi::EXPORT_INIT))?;
+            if code != 0 {
+                return Err(SandboxError::new(
+                    ErrorKind::Instantiate,
+                    format!("{} returned {code}", abi::EXPORT_INIT),
+                ));
+            }
+        }
+        store.data_mut().call = CallState::default();
+        self.counters.instances_created.fetch_add(1, Relaxed);
+        Ok(Instance {
+            store,
+            memory,
+            alloc,
+            handle,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A panic elsewhere cannot leave PoolState inconsistent (every update is one step),
+        // so a poisoned lock is still usable.
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn checkout(&self, deadline: Instant) -> Result<Instance, SandboxError> {
+        let mut pool = self.lock();
+        loop {
+            if let Some(inst) = pool.idle.pop() {
+                return Ok(inst);
+            }
+            if pool.live < self.concurrency {
+                // Replace a discarded instance (or grow to `concurrency`) outside the lock.
+                pool.live += 1;
+                drop(pool);
+                return self.create_instance().inspect_err(|_| {
+                    self.lock().live -= 1;
+                    self.available.notify_one();
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(SandboxError::new(
+                    ErrorKind::Timeout,
+                    "no instance became free before the deadline",
+                ));
+            }
+            pool = self
+                .available
+                .wait_timeout(pool, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn checkin(&self, inst: Instance) {
+        self.lock().idle.push(inst);
+        self.available.notify_one();
+    }
+
+    fn discard(&self, inst: Instance) {
+        // Dropping the store returns its pool slot to Wasmtime.
+        drop(inst);
+        self.lock().live -= 1;
+        self.counters.instances_discarded.fetch_add(1, Relaxed);
+        self.available.notify_one();
+    }
+
+    fn finish(
+        &self,
+        start: Instant,
+        result: Result<i32, SandboxError>,
+        call: CallState,
+    ) -> HandleResult {
+        let c = &self.counters;
+        let outcome = match result {
+            Ok(status::ACK) => Outcome::Ack,
+            Ok(status::RETRY) => Outcome::Retry,
+            Ok(status::REJECT) => Outcome::Reject,
+            Ok(other) => Outcome::Error(SandboxError::new(
+                ErrorKind::HandlerStatus,
+                format!("{} returned unknown status {other}", abi::EXPORT_HANDLE),
+            )),
+            Err(e) => Outcome::Error(e),
+        };
+        match &outcome {
+            Outcome::Ack => c.ack.fetch_add(1, Relaxed),
+            Outcome::Retry => c.retry.fetch_add(1, Relaxed),
+            Outcome::Reject => c.reject.fetch_add(1, Relaxed),
+            Outcome::Error(e) => c.errors[e.kind().index()].fetch_add(1, Relaxed),
+        };
+        let CallState {
+            emits,
+            refused_emits,
+            logs,
+            dropped_logs,
+            ..
+        } = call;
+        let emits = if outcome == Outcome::Ack {
+            c.emits_accepted.fetch_add(emits.len() as u64, Relaxed);
+            emits
+        } else {
+            c.emits_discarded.fetch_add(emits.len() as u64, Relaxed);
+            Vec::new()
+        };
+        c.emits_refused.fetch_add(u64::from(refused_emits), Relaxed);
+        c.logs_dropped.fetch_add(u64::from(dropped_logs), Relaxed);
+        let elapsed = start.elapsed();
+        c.latency.record(elapsed);
+        HandleResult {
+            outcome,
+            emits,
+            refused_emits,
+            logs,
+            dropped_logs,
+            elapsed,
+        }
+    }
+
+    /// Counters, instance counts and latency percentiles.
+    pub fn info(&self) -> SandboxInfo {
+        let (live, idle) = {
+            let pool = self.lock();
+            (pool.live, pool.idle.len())
+        };
+        let c = &self.counters;
+        SandboxInfo {
+            hash: self.module.hash().to_string(),
+            concurrency: self.concurrency,
+            limits: self.policy.limits.clone(),
+            emits: self
+                .policy
+                .allow
+                .patterns()
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            instances: InstanceCounts {
+                live,
+                idle,
+                created: c.instances_created.load(Relaxed),
+                discarded: c.instances_discarded.load(Relaxed),
+            },
+            outcomes: c.outcomes(),
+            emits_accepted: c.emits_accepted.load(Relaxed),
+            emits_refused: c.emits_refused.load(Relaxed),
+            emits_discarded: c.emits_discarded.load(Relaxed),
+            logs_dropped: c.logs_dropped.load(Relaxed),
+            latency: c.latency.snapshot(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("hash", &self.module.hash())
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,201 @@
+//! Lock-free counters and a small log-linear latency histogram for one deployment.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::error::ErrorKind;
+
+/// Sub-buckets per power of two: 4 gives about 19% worst-case relative error on a percentile.
+const SUB_BITS: u32 = 2;
+const SUB: usize = 1 << SUB_BITS;
+const BUCKETS: usize = 64 * SUB;
+
+/// Latency histogram over nanoseconds: bucket = (floor(log2 ns), next two bits). Recording is
+/// two relaxed atomic adds; readers get a snapshot that may be a few samples behind.
+pub(crate) struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    max: AtomicU64,
+}
+
+fn bucket_of(ns: u64) -> usize {
+    if ns < SUB as u64 {
+        return ns as usize;
+    }
+    let exp = 63 - ns.leading_zeros(); // >= SUB_BITS here
+    let mantissa = (ns >> (exp - SUB_BITS)) as usize & (SUB - 1);
+    (exp as usize - SUB_BITS as usize + 1) * SUB + mantissa
+}
+
+/// Upper bound (inclusive) of the values that land in `bucket`.
+fn bucket_upper(bucket: usize) -> u64 {
+    if bucket < SUB {
+        return bucket as u64;
+    }
+    let exp = (bucket / SUB - 1) as u32 + SUB_BITS;
+    let mantissa = (bucket % SUB) as u64;
+    let low = (1u64 << exp) | (mantissa << (exp - SUB_BITS));
+    low.saturating_add((1u64 << (exp - SUB_BITS)) - 1)
+}
+
+impl Histogram {
+    pub fn new() -> Self {
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.max.fetch_max(ns, Relaxed);
+    }
+
+    /// Percentiles as bucket upper bounds, capped at the exact maximum.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        let max = self.max.load(Relaxed);
+        let pct = |q: f64| -> Duration {
+            if total == 0 {
+                return Duration::ZERO;
+            }
+            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return Duration::from_nanos(bucket_upper(i).min(max));
+                }
+            }
+            Duration::from_nanos(max)
+        };
+        LatencySnapshot {
+            count: total,
+            p50: pct(0.50),
+            p90: pct(0.90),
+            p99: pct(0.99),
+            max: Duration::from_nanos(max),
+        }
+    }
+}
+
+/// Latency percentiles of `handle` calls (checkout + guest call, not queueing in the bus).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    pub count: u64,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// Counters of one deployment.
+pub(crate) struct Counters {
+    pub ack: AtomicU64,
+    pub retry: AtomicU64,
+    pub reject: AtomicU64,
+    pub errors: [AtomicU64; ErrorKind::ALL.len()],
+    pub emits_accepted: AtomicU64,
+    pub emits_refused: AtomicU64,
+    /// Accepted by `emit` but dropped because the handler did not ack.
+    pub emits_discarded: AtomicU64,
+    pub logs_dropped: AtomicU64,
+    pub instances_created: AtomicU64,
+    pub instances_discarded: AtomicU64,
+    pub latency: Histogram,
+}
+
+impl Counters {
+    pub fn new() -> Self {
+        Counters {
+            ack: AtomicU64::new(0),
+            retry: AtomicU64::new(0),
+            reject: AtomicU64::new(0),
+            errors: Default::default(),
+            emits_accepted: AtomicU64::new(0),
+            emits_refused: AtomicU64::new(0),
+            emits_discarded: AtomicU64::new(0),
+            logs_dropped: AtomicU64::new(0),
+            instances_created: AtomicU64::new(0),
+            instances_discarded: AtomicU64::new(0),
+            latency: Histogram::new(),
+        }
+    }
+
+    pub fn outcomes(&self) -> OutcomeCounts {
+        OutcomeCounts {
+            ack: self.ack.load(Relaxed),
+            retry: self.retry.load(Relaxed),
+            reject: self.reject.load(Relaxed),
+            errors: ErrorKind::ALL
+                .iter()
+                .map(|k| (*k, self.errors[k.index()].load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+/// Outcome counters; `errors` lists only kinds seen at least once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    pub ack: u64,
+    pub retry: u64,
+    pub reject: u64,
+    pub errors: Vec<(ErrorKind, u64)>,
+}
+
+impl OutcomeCounts {
+    pub fn error_count(&self, kind: ErrorKind) -> u64 {
+        self.errors
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_bound_their_values() {
+        let mut last = 0;
+        for ns in (0..5000u64).chain([1 << 20, (1 << 20) + 12345, u64::MAX / 3, u64::MAX]) {
+            let b = bucket_of(ns);
+            assert!(b >= last || ns > 4999, "bucket order broke at {ns}");
+            assert!(
+                bucket_upper(b) >= ns,
+                "upper bound of bucket {b} below {ns}"
+            );
+            if ns <= 4999 {
+                last = b;
+            }
+        }
+        assert!(bucket_of(u64::MAX) < BUCKETS);
+    }
+
+    #[test]
+    fn percentiles_land_near_the_truth() {
+        let h = Histogram::new();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 1000);
+        let near = |got: Duration, want_us: u64| {
+            let got = got.as_nanos() as f64 / 1000.0;
+            assert!(
+                got >= want_us as f64 && got <= want_us as f64 * 1.25,
+                "{got} vs {want_us}"
+            );
+        };
+        near(s.p50, 500);
+        near(s.p99, 990);
+        assert_eq!(s.max, Duration::from_micros(1000));
+    }
+}

@@ -1,0 +1,128 @@
+//! `handle` from several threads at once, and the pool bound.
+
+mod common;
+use common::*;
+use sluice_sandbox::{ErrorKind, Limits, Outcome, SandboxOptions};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+#[test]
+fn concurrent_handle_from_four_threads() {
+    let sb = Arc::new(deploy(
+        "probe",
+        SandboxOptions {
+            concurrency: 2,
+            ..opts(&["fraud.*"])
+        },
+    ));
+    let barrier = Arc::new(Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (sb, barrier) = (sb.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..200 {
+                    let mut p = Probe::new(0);
+                    let payload = format!("{t}:{i}");
+                    p.emit("fraud.flagged", payload.as_bytes());
+                    let r = p.run(&sb);
+                    assert_eq!(r.outcome, Outcome::Ack);
+                    // Each result carries its own emit, never another thread's.
+                    assert_eq!(r.emits.len(), 1);
+                    assert_eq!(r.emits[0].data, payload.as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let info = sb.info();
+    assert_eq!(info.outcomes.ack, 800);
+    assert_eq!(info.emits_accepted, 800);
+    assert!(
+        info.instances.created <= 2,
+        "never more than concurrency: {:?}",
+        info.instances
+    );
+    assert_eq!(info.instances.live, info.instances.idle);
+}
+
+#[test]
+fn failures_on_one_thread_do_not_stop_the_others() {
+    let sb = Arc::new(deploy(
+        "probe",
+        SandboxOptions {
+            concurrency: 2,
+            ..opts(&[])
+        },
+    ));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let sb = sb.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let mut p = Probe::new(0);
+                    if t == 0 {
+                        p.op(UNREACHABLE, 0, 0, 0, 0);
+                    }
+                    let r = p.run(&sb);
+                    if t == 0 {
+                        assert_eq!(r.outcome.error_kind(), Some(ErrorKind::Trap));
+                    } else {
+                        assert_eq!(r.outcome, Outcome::Ack);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let info = sb.info();
+    assert_eq!(info.outcomes.ack, 100);
+    assert_eq!(info.outcomes.error_count(ErrorKind::Trap), 50);
+    assert_eq!(info.instances.discarded, 50);
+    assert!(info.instances.live <= 2);
+}
+
+#[test]
+fn waiting_for_a_busy_instance_is_bounded_by_the_deadline() {
+    let sb = Arc::new(deploy(
+        "probe",
+        SandboxOptions {
+            limits: Limits {
+                timeout_ms: 400,
+                ..Limits::default()
+            },
+            ..opts(&[])
+        },
+    ));
+    let busy = {
+        let sb = sb.clone();
+        std::thread::spawn(move || {
+            let mut p = Probe::new(0);
+            p.op(LOOP, 0, 0, 0, 0);
+            p.run(&sb)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let r = Probe::new(0).run_until(&sb, Some(started + Duration::from_millis(60)));
+    assert_eq!(
+        r.outcome.error_kind(),
+        Some(ErrorKind::Timeout),
+        "{:?}",
+        r.outcome
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "gave up at its own deadline"
+    );
+    assert_eq!(
+        busy.join().unwrap().outcome.error_kind(),
+        Some(ErrorKind::Timeout)
+    );
+    // Once the looping instance is replaced, events flow again.
+    assert_eq!(Probe::new(0).run(&sb).outcome, Outcome::Ack);
+}
