@@ -189,8 +189,30 @@ impl Queue {
             },
         };
         self.producer.published.fetch_add(1, Ordering::Relaxed);
+        if self.drain_if_closed() {
+            return (Offer::Closed, None);
+        }
         self.wake_consumer();
         (outcome, None)
+    }
+
+    /// Called after a successful push. A push that raced `close()` can land after `close()`
+    /// drained the ring; it would then sit in a dead queue forever, counted as depth instead of
+    /// `dropped_closed`. `close()` sets the flag before draining and we push before checking it
+    /// (both sides SeqCst), so either `close()` sees our event or we see the flag and drain.
+    fn drain_if_closed(&self) -> bool {
+        fence(Ordering::SeqCst);
+        if !self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut n = 0;
+        while self.ring.pop().is_some() {
+            n += 1;
+        }
+        if n > 0 {
+            self.consumer.dropped_closed.fetch_add(n, Ordering::Relaxed);
+        }
+        true
     }
 
     /// Counts an event that a non-waiting publisher could not place under `block`.
@@ -221,6 +243,9 @@ impl Queue {
             match self.ring.push(ev) {
                 Ok(()) => {
                     self.producer.published.fetch_add(1, Ordering::Relaxed);
+                    if self.drain_if_closed() {
+                        return Err(Error::closed("subscription"));
+                    }
                     self.wake_consumer();
                     return Ok(());
                 }
@@ -297,7 +322,8 @@ impl Queue {
     /// Closes the queue: later offers are refused, blocked publishers get `ERR_CLOSED`, and what
     /// is still queued is counted as `dropped_closed`.
     pub fn close(&self) -> u64 {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        // SeqCst: pairs with the fence in drain_if_closed (see there).
+        if self.closed.swap(true, Ordering::SeqCst) {
             return 0;
         }
         let mut n = 0;
