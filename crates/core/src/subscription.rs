@@ -91,6 +91,11 @@ impl Subscription {
         self.queue.take(max, out)
     }
 
+    /// Counts events a consumer-side filter (a JS predicate) turned away after delivery.
+    pub fn count_filtered(&self, n: u64) {
+        self.filtered.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn close(&self) -> u64 {
         self.queue.close()
     }
