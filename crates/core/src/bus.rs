@@ -74,19 +74,32 @@ pub struct PendingPublish {
 impl PendingPublish {
     /// Blocks until every waiting subscription took the event or the Context ended. The waits
     /// go in order, so a publisher that awaits each publish keeps its order per subscription.
-    pub fn wait(self) -> Result<()> {
+    pub fn wait(mut self) -> Result<()> {
+        let waiting = std::mem::take(&mut self.waiting);
+        let refused = self.refused.take();
         let mut result = Ok(());
-        for sub in &self.waiting {
+        for sub in &waiting {
             if let Err(e) = sub.queue().push_blocking(self.ev.clone(), self.ctx.as_ref()) {
                 if result.is_ok() && e.kind() != ErrorKind::Closed {
                     result = Err(e);
                 }
             }
         }
-        match (result, self.refused) {
+        match (result, refused) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(e)) => Err(e),
             (Ok(()), None) => Ok(()),
+        }
+    }
+}
+
+impl Drop for PendingPublish {
+    /// A pending publish dropped without `wait()` (its caller went away) never reaches the
+    /// subscriptions it was waiting for: count it there as `dropped_canceled`, so nothing is
+    /// dropped silently.
+    fn drop(&mut self) {
+        for sub in self.waiting.drain(..) {
+            sub.queue().count_canceled();
         }
     }
 }
@@ -136,8 +149,12 @@ fn random_prefix() -> String {
 
 impl Bus {
     pub fn new(defaults: BusOptions) -> Result<Bus> {
-        if defaults.capacity == 0 {
-            return Err(Error::invalid("capacity must be at least 1"));
+        if defaults.capacity == 0 || defaults.capacity > crate::overflow::MAX_CAPACITY {
+            return Err(Error::invalid(format!(
+                "capacity must be from 1 to {}, got {}",
+                crate::overflow::MAX_CAPACITY,
+                defaults.capacity
+            )));
         }
         if defaults.overflow == Overflow::Spill {
             return Err(Overflow::parse("spill").unwrap_err());

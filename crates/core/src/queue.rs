@@ -100,8 +100,12 @@ impl Queue {
         if policy == Overflow::Spill {
             return Err(Overflow::parse("spill").unwrap_err());
         }
-        if capacity == 0 {
-            return Err(Error::invalid("capacity must be at least 1"));
+        if capacity == 0 || capacity > crate::overflow::MAX_CAPACITY {
+            // Unchecked, a huge capacity makes ArrayQueue::new abort the process on allocation.
+            return Err(Error::invalid(format!(
+                "capacity must be from 1 to {}, got {capacity}",
+                crate::overflow::MAX_CAPACITY
+            )));
         }
         Ok(Queue {
             ring: ArrayQueue::new(capacity),
@@ -218,6 +222,12 @@ impl Queue {
     /// Counts an event that a non-waiting publisher could not place under `block`.
     pub fn count_would_block(&self) {
         self.producer.dropped_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an event whose publisher gave up waiting for space (Context ended, or the pending
+    /// publish was abandoned).
+    pub fn count_canceled(&self) {
+        self.producer.dropped_canceled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an event offered to a queue that closed in the meantime.
