@@ -1,0 +1,195 @@
+use crate::context::NativeContext;
+use crate::guard::guard;
+use crate::pending::{NativePending, Waiting};
+use crate::subscription::NativeSubscription;
+use napi::bindgen_prelude::Uint8Array;
+use napi_derive::napi;
+use sluice_core::overflow::validate_capacity;
+use sluice_core::{Bus, BusOptions, Delivery, Encoding, EventInit, FilterChain, Overflow};
+use std::sync::Arc;
+
+#[napi(object)]
+pub struct BusInit {
+    pub capacity: Option<f64>,
+    pub overflow: Option<String>,
+    pub source: Option<String>,
+}
+
+#[napi(object)]
+pub struct SubscribeInit {
+    pub capacity: Option<f64>,
+    pub overflow: Option<String>,
+    /// Declarative filter chain, JSON.
+    pub filter: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Optional CloudEvents attributes of one publish.
+#[napi(object)]
+pub struct PublishAttrs {
+    pub id: Option<String>,
+    pub subject: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+fn capacity(v: Option<f64>, default: usize) -> sluice_core::Result<usize> {
+    match v {
+        None => Ok(default),
+        Some(c) if c.fract() != 0.0 || !c.is_finite() => {
+            Err(sluice_core::Error::invalid(format!("capacity must be an integer, got {c}")))
+        }
+        Some(c) => validate_capacity(c as i64),
+    }
+}
+
+fn init(topic: String, data: Vec<u8>, encoding: Encoding, attrs: Option<PublishAttrs>) -> EventInit {
+    let (id, subject, traceparent) = attrs.map(|a| (a.id, a.subject, a.traceparent)).unwrap_or_default();
+    EventInit { topic, id, subject, traceparent, encoding: Some(encoding), data }
+}
+
+fn pending(d: Delivery) -> Option<NativePending> {
+    match d {
+        Delivery::Done { .. } => None,
+        Delivery::Pending(p) => Some(NativePending::new(Waiting::One(p))),
+    }
+}
+
+#[napi]
+pub struct NativeBus {
+    inner: Arc<Bus>,
+}
+
+#[napi]
+impl NativeBus {
+    #[napi(constructor)]
+    pub fn new(init: BusInit) -> napi::Result<Self> {
+        guard(|| {
+            let d = BusOptions::default();
+            let opts = BusOptions {
+                capacity: capacity(init.capacity, d.capacity)?,
+                overflow: init.overflow.as_deref().map(Overflow::parse).transpose()?.unwrap_or(d.overflow),
+                source: init.source.unwrap_or(d.source),
+            };
+            Ok(NativeBus { inner: Arc::new(Bus::new(opts)?) })
+        })
+    }
+
+    /// Never waits. `true` if every matching subscription took the event.
+    #[napi]
+    pub fn try_publish(
+        &self,
+        topic: String,
+        json: String,
+        ctx: Option<&NativeContext>,
+        attrs: Option<PublishAttrs>,
+    ) -> napi::Result<bool> {
+        guard(|| {
+            self.inner.try_publish(init(topic, json.into_bytes(), Encoding::Json, attrs), ctx.map(|c| &c.inner))
+        })
+    }
+
+    #[napi]
+    pub fn try_publish_bytes(
+        &self,
+        topic: String,
+        data: Uint8Array,
+        ctx: Option<&NativeContext>,
+        attrs: Option<PublishAttrs>,
+    ) -> napi::Result<bool> {
+        guard(|| {
+            self.inner.try_publish(init(topic, data.to_vec(), Encoding::Binary, attrs), ctx.map(|c| &c.inner))
+        })
+    }
+
+    /// `null` when done; a pending wait when a `block` subscription is full.
+    #[napi]
+    pub fn publish(
+        &self,
+        topic: String,
+        json: String,
+        ctx: Option<&NativeContext>,
+        attrs: Option<PublishAttrs>,
+    ) -> napi::Result<Option<NativePending>> {
+        guard(|| {
+            let c = ctx.map(|c| &c.inner);
+            self.inner.publish(init(topic, json.into_bytes(), Encoding::Json, attrs), c).map(pending)
+        })
+    }
+
+    #[napi]
+    pub fn publish_bytes(
+        &self,
+        topic: String,
+        data: Uint8Array,
+        ctx: Option<&NativeContext>,
+        attrs: Option<PublishAttrs>,
+    ) -> napi::Result<Option<NativePending>> {
+        guard(|| {
+            let c = ctx.map(|c| &c.inner);
+            self.inner.publish(init(topic, data.to_vec(), Encoding::Binary, attrs), c).map(pending)
+        })
+    }
+
+    /// `topics` has one topic for all events or one per element of the JSON array `json`.
+    #[napi]
+    pub fn publish_batch(
+        &self,
+        topics: Vec<String>,
+        json: String,
+        ctx: Option<&NativeContext>,
+    ) -> napi::Result<Option<NativePending>> {
+        guard(|| {
+            let c = ctx.map(|c| &c.inner);
+            let events = self.inner.make_batch(&topics, json.as_bytes(), c)?;
+            Ok(self.inner.publish_batch(events, c)?.map(|b| NativePending::new(Waiting::Batch(b, self.inner.clone()))))
+        })
+    }
+
+    /// Never waits; returns how many events every matching subscription took.
+    #[napi]
+    pub fn try_publish_batch(&self, topics: Vec<String>, json: String, ctx: Option<&NativeContext>) -> napi::Result<u32> {
+        guard(|| {
+            let c = ctx.map(|c| &c.inner);
+            let events = self.inner.make_batch(&topics, json.as_bytes(), c)?;
+            self.inner.try_publish_batch(events)
+        })
+    }
+
+    #[napi]
+    pub fn subscribe(&self, pattern: String, init: SubscribeInit) -> napi::Result<NativeSubscription> {
+        guard(|| {
+            let mut opts = self.inner.subscribe_options();
+            opts.capacity = capacity(init.capacity, opts.capacity)?;
+            if let Some(o) = init.overflow.as_deref() {
+                opts.overflow = Overflow::parse(o)?;
+            }
+            opts.filter = init.filter.as_deref().map(FilterChain::parse).transpose()?;
+            opts.name = init.name;
+            let sub = self.inner.subscribe(&pattern, opts)?;
+            Ok(NativeSubscription::new(sub, self.inner.clone()))
+        })
+    }
+
+    /// Bus and per-subscription counters as JSON.
+    #[napi]
+    pub fn stats(&self) -> napi::Result<String> {
+        guard(|| serde_json::to_string(&self.inner.stats()).map_err(|e| sluice_core::Error::invalid(e.to_string())))
+    }
+
+    /// Stop accepting publishes; queued events stay for consumers.
+    #[napi]
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Close every subscription; returns how many queued events were dropped (counted).
+    #[napi]
+    pub fn shutdown(&self) -> napi::Result<f64> {
+        guard(|| Ok(self.inner.shutdown() as f64))
+    }
+
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}

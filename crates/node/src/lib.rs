@@ -1,0 +1,14 @@
+//! The N-API binding of sluice: `#[napi]` wrappers only. Arguments are converted, core errors
+//! become JS errors whose message starts with their stable code, and every export runs under
+//! `guard` so a Rust panic becomes an error instead of aborting Node. No business logic lives here.
+
+mod bus;
+mod context;
+mod guard;
+mod pending;
+mod subscription;
+
+pub use bus::NativeBus;
+pub use context::NativeContext;
+pub use pending::NativePending;
+pub use subscription::NativeSubscription;

@@ -1,0 +1,259 @@
+import { Buffer } from 'node:buffer';
+import { NativeBus, type NativePending, type PublishAttrs } from './native.js';
+import { Context, rememberContext } from './context.js';
+import { EncodeError, InvalidArgument, fromNative } from './errors.js';
+import { Subscription } from './subscription.js';
+import { EventStream } from './stream.js';
+import type {
+  BusStats,
+  CloseOptions,
+  EventFor,
+  EventMap,
+  Filter,
+  Handler,
+  Overflow,
+  PublishOptions,
+  SluiceEvent,
+  StreamOptions,
+  SubscribeOptions,
+  SubscriptionStats,
+} from './types.js';
+
+export interface BusOptions {
+  /** Default queue capacity of each subscription (default 1024). */
+  capacity?: number;
+  /** Default overflow policy of each subscription (default 'block'). */
+  overflow?: Overflow;
+  /** The CloudEvents `source` of events published here (default 'sluice'). */
+  source?: string;
+}
+
+type DataOf<E extends EventMap, K> = K extends keyof E ? E[K] : unknown;
+
+/** Encodes event data once, on the publisher's thread. Byte arrays travel as bytes. */
+function encode(data: unknown): string {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(data === undefined ? null : data);
+  } catch (e) {
+    throw new EncodeError(`event data cannot be encoded as JSON: ${(e as Error).message}`, { cause: e });
+  }
+  if (json === undefined) throw new EncodeError(`event data of type ${typeof data} cannot be encoded as JSON`);
+  return json;
+}
+
+function attrsOf(opts: PublishOptions | undefined): PublishAttrs | null {
+  if (!opts || (opts.id === undefined && opts.subject === undefined && opts.traceparent === undefined)) return null;
+  return { id: opts.id, subject: opts.subject, traceparent: opts.traceparent };
+}
+
+function declarative(filter: unknown): string | undefined {
+  if (filter === undefined || typeof filter === 'function') return undefined;
+  return JSON.stringify(filter as Filter | Filter[]);
+}
+
+function positiveInt(v: number | undefined, name: string, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (!Number.isInteger(v) || v < 1) throw new InvalidArgument(`${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/**
+ * A typed event bus over the Rust core. Each subscription has its own bounded queue and overflow
+ * policy; publishing never takes a lock on the route table.
+ */
+export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
+  readonly #native: NativeBus;
+  readonly #subs = new Set<Subscription>();
+  #closing: Promise<void> | undefined;
+
+  constructor(options: BusOptions = {}) {
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('Bus options must be an object');
+    try {
+      this.#native = new NativeBus({ capacity: options.capacity, overflow: options.overflow, source: options.source });
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** Delivers events matching `pattern` (`order.created`, `order.*`, `order.>`) to `handler`. */
+  subscribe<P extends string>(
+    pattern: P,
+    handler: Handler<EventFor<E, P>>,
+    options: SubscribeOptions<EventFor<E, P>> = {},
+  ): Subscription {
+    if (typeof handler !== 'function') throw new InvalidArgument('handler must be a function');
+    const concurrency = positiveInt(options.concurrency, 'concurrency', 1);
+    const batchSize = positiveInt(options.batchSize, 'batchSize', 256);
+    const native = this.#call(() =>
+      this.#native.subscribe(pattern, {
+        capacity: options.capacity,
+        overflow: options.overflow,
+        filter: declarative(options.filter),
+        name: options.name,
+      }),
+    );
+    const sub = new Subscription(
+      native,
+      handler as (event: SluiceEvent, ctx: Context) => unknown,
+      {
+        concurrency,
+        batchSize,
+        filter: typeof options.filter === 'function' ? (options.filter as (e: SluiceEvent) => boolean) : undefined,
+        onError: options.onError as ((error: unknown, event: SluiceEvent) => void) | undefined,
+      },
+      (s) => this.#subs.delete(s),
+    );
+    this.#subs.add(sub);
+    return sub;
+  }
+
+  /** A bounded async iterator over events matching `pattern`. */
+  stream<P extends string>(pattern: P, options: StreamOptions = {}): EventStream<EventFor<E, P>> {
+    const batchSize = positiveInt(options.batchSize, 'batchSize', 64);
+    const native = this.#call(() =>
+      this.#native.subscribe(pattern, {
+        capacity: options.capacity,
+        overflow: options.overflow,
+        filter: declarative(options.filter),
+      }),
+    );
+    return new EventStream(native, batchSize, options.signal, () => {});
+  }
+
+  /**
+   * Publishes an event. Under `block` it waits until every matching queue has room or `ctx`
+   * ends (`DeadlineExceeded`/`Canceled`); a full `error` queue rejects with `QueueFull`.
+   */
+  async publish<K extends keyof E & string>(type: K, data: DataOf<E, K>, options?: PublishOptions): Promise<void> {
+    const ctx = options?.ctx;
+    const pending = this.#call(() =>
+      data instanceof Uint8Array
+        ? this.#native.publishBytes(type, data, ctx?.native, attrsOf(options))
+        : this.#native.publish(type, encode(data), ctx?.native, attrsOf(options)),
+    );
+    if (ctx) rememberContext(ctx);
+    if (pending) await this.#wait(pending);
+  }
+
+  /** Publishes without ever waiting. `false` if any matching queue dropped or refused it. */
+  tryPublish<K extends keyof E & string>(type: K, data: DataOf<E, K>, options?: PublishOptions): boolean {
+    const ctx = options?.ctx;
+    const ok = this.#call(() =>
+      data instanceof Uint8Array
+        ? this.#native.tryPublishBytes(type, data, ctx?.native, attrsOf(options))
+        : this.#native.tryPublish(type, encode(data), ctx?.native, attrsOf(options)),
+    );
+    if (ctx) rememberContext(ctx);
+    return ok;
+  }
+
+  /**
+   * Publishes many events with one crossing into the core and one JSON encoding. Order is kept;
+   * under `block` the rest of the batch waits behind an event that has to wait.
+   */
+  async publishBatch<K extends keyof E & string>(
+    events: ReadonlyArray<{ type: K; data: DataOf<E, K> }>,
+    options?: { ctx?: Context },
+  ): Promise<void> {
+    const ctx = options?.ctx;
+    if (events.some((e) => e.data instanceof Uint8Array)) {
+      for (const e of events) await this.publish(e.type, e.data, options);
+      return;
+    }
+    const [topics, json] = this.#encodeBatch(events);
+    const pending = this.#call(() => this.#native.publishBatch(topics, json, ctx?.native));
+    if (ctx) rememberContext(ctx);
+    if (pending) await this.#wait(pending);
+  }
+
+  /** Like `publishBatch` but never waits; returns how many events every queue took. */
+  tryPublishBatch<K extends keyof E & string>(
+    events: ReadonlyArray<{ type: K; data: DataOf<E, K> }>,
+    options?: { ctx?: Context },
+  ): number {
+    const ctx = options?.ctx;
+    const [topics, json] = this.#encodeBatch(events);
+    const n = this.#call(() => this.#native.tryPublishBatch(topics, json, ctx?.native));
+    if (ctx) rememberContext(ctx);
+    return n;
+  }
+
+  #encodeBatch(events: ReadonlyArray<{ type: string; data: unknown }>): [string[], string] {
+    if (!Array.isArray(events)) throw new InvalidArgument('publishBatch takes an array of { type, data }');
+    const first = events[0]?.type;
+    const same = events.every((e) => e.type === first);
+    const topics = same && first !== undefined ? [first] : events.map((e) => e.type);
+    const data = events.map((e) => (e.data === undefined ? null : e.data));
+    if (data.some((d) => d instanceof Uint8Array || Buffer.isBuffer(d))) {
+      throw new EncodeError('tryPublishBatch carries JSON data only; publish byte arrays one by one');
+    }
+    return [topics, encode(data)];
+  }
+
+  /** Counters for the bus and each subscription. */
+  stats(): BusStats {
+    const raw = JSON.parse(this.#native.stats()) as { closed: boolean; published: number; unrouted: number; subscriptions: SubscriptionStats[] };
+    const sum = (f: (s: SubscriptionStats) => number) => raw.subscriptions.reduce((n, s) => n + f(s), 0);
+    return {
+      ...raw,
+      depth: sum((s) => s.depth),
+      delivered: sum((s) => s.delivered),
+      dropped: sum((s) => s.droppedNewest + s.droppedOldest + s.droppedFull + s.droppedCanceled + s.droppedClosed),
+      expired: sum((s) => s.expired),
+      failed: sum((s) => s.failed),
+      filtered: sum((s) => s.filtered),
+    };
+  }
+
+  get closed(): boolean {
+    return this.#native.closed;
+  }
+
+  /**
+   * Stops accepting events, lets handlers drain what is queued (until `ctx` ends, if given), then
+   * closes every subscription. Whatever was left is counted as dropped (closed).
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    return (this.#closing ??= this.#close(options.ctx));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close(ctx: Context | undefined): Promise<void> {
+    this.#native.close();
+    const drained = Promise.all([...this.#subs].map((s) => s.idle()));
+    if (ctx) {
+      const signal = ctx.signal;
+      await Promise.race([
+        drained,
+        new Promise<void>((resolve) => {
+          if (signal.aborted) resolve();
+          else signal.addEventListener('abort', () => resolve(), { once: true });
+        }),
+      ]);
+    } else {
+      await drained;
+    }
+    this.#native.shutdown();
+    for (const s of [...this.#subs]) s.unsubscribe();
+  }
+
+  async #wait(pending: NativePending): Promise<void> {
+    try {
+      await pending.wait();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  #call<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+}

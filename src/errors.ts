@@ -1,0 +1,80 @@
+/**
+ * Typed errors with stable `code`s. The native layer throws errors whose message starts with the
+ * code (`ERR_QUEUE_FULL: …`); `fromNative` turns them into these classes with the original as
+ * `cause`.
+ */
+export class SluiceError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+export class Canceled extends SluiceError {
+  constructor(message = 'context canceled', options?: { cause?: unknown }) {
+    super('ERR_CANCELED', message, options);
+  }
+}
+
+export class DeadlineExceeded extends SluiceError {
+  constructor(message = 'context deadline exceeded', options?: { cause?: unknown }) {
+    super('ERR_DEADLINE_EXCEEDED', message, options);
+  }
+}
+
+export class QueueFull extends SluiceError {
+  constructor(message = 'queue full', options?: { cause?: unknown }) {
+    super('ERR_QUEUE_FULL', message, options);
+  }
+}
+
+export class BusClosed extends SluiceError {
+  constructor(message = 'bus is closed', options?: { cause?: unknown }) {
+    super('ERR_CLOSED', message, options);
+  }
+}
+
+export class InvalidArgument extends SluiceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INVALID_ARG', message, options);
+  }
+}
+
+export class EncodeError extends SluiceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_ENCODE', message, options);
+  }
+}
+
+export class Unsupported extends SluiceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_UNSUPPORTED', message, options);
+  }
+}
+
+const byCode: Record<string, new (message: string, options?: { cause?: unknown }) => SluiceError> = {
+  ERR_CANCELED: Canceled,
+  ERR_DEADLINE_EXCEEDED: DeadlineExceeded,
+  ERR_QUEUE_FULL: QueueFull,
+  ERR_CLOSED: BusClosed,
+  ERR_INVALID_ARG: InvalidArgument,
+  ERR_ENCODE: EncodeError,
+  ERR_UNSUPPORTED: Unsupported,
+};
+
+/** Maps an error thrown by the native binding to its typed class. */
+export function fromNative(e: unknown): Error {
+  if (e instanceof SluiceError || !(e instanceof Error)) return e as Error;
+  const m = /^(ERR_[A-Z_]+): ([\s\S]*)$/.exec(e.message);
+  if (!m) {
+    // napi-rs argument conversion errors (a number where a string belongs, …) are bad input.
+    if ((e as { code?: string }).code === 'InvalidArg' || /expect|Failed to convert/i.test(e.message)) {
+      return new InvalidArgument(e.message, { cause: e });
+    }
+    return e;
+  }
+  const Ctor = byCode[m[1]!];
+  return Ctor ? new Ctor(m[2]!, { cause: e }) : new SluiceError(m[1]!, m[2]!, { cause: e });
+}

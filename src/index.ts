@@ -1,0 +1,31 @@
+export { Bus, type BusOptions } from './bus.js';
+export { Context } from './context.js';
+export { Subscription } from './subscription.js';
+export { EventStream } from './stream.js';
+export {
+  SluiceError,
+  Canceled,
+  DeadlineExceeded,
+  QueueFull,
+  BusClosed,
+  InvalidArgument,
+  EncodeError,
+  Unsupported,
+} from './errors.js';
+export type {
+  BusStats,
+  CloseOptions,
+  EventFor,
+  EventMap,
+  Filter,
+  FilterOp,
+  Handler,
+  Overflow,
+  PublishOptions,
+  QueueOptions,
+  SluiceEvent,
+  StreamOptions,
+  SubscribeOptions,
+  SubscriptionStats,
+  TopicsMatching,
+} from './types.js';

@@ -1,0 +1,3 @@
+// The generated napi-rs loader. Internal: users import the TypeScript API.
+export { NativeBus, NativeContext, NativePending, NativeSubscription } from '../index.js';
+export type { BusInit, PublishAttrs, SubscribeInit } from '../index.js';

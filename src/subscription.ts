@@ -1,0 +1,194 @@
+import type { NativeSubscription } from './native.js';
+import { Context } from './context.js';
+import { decodeBatch } from './batch.js';
+import { fromNative } from './errors.js';
+import type { SluiceEvent, SubscriptionStats } from './types.js';
+
+export interface DeliveryOptions<Ev> {
+  concurrency: number;
+  batchSize: number;
+  filter: ((event: Ev) => boolean) | undefined;
+  onError: ((error: unknown, event: Ev) => void) | undefined;
+}
+
+/**
+ * A JS handler's side of a subscription. The core wakes the JS thread once per batch; the pump
+ * takes a batch, runs handlers up to `concurrency` at once, and reports failures back in bulk.
+ * While handlers are async it takes only as many events as it can start, so the bounded queue in
+ * the core, not a JS array, holds the backlog.
+ */
+export class Subscription implements Disposable {
+  readonly #native: NativeSubscription;
+  readonly #handler: (event: SluiceEvent, ctx: Context) => unknown;
+  readonly #opts: DeliveryOptions<SluiceEvent>;
+  readonly #onClose: (sub: Subscription) => void;
+  #events: SluiceEvent[] = [];
+  #contexts: (Context | undefined)[] | undefined;
+  #next = 0;
+  #inflight = 0;
+  #sawAsync = false;
+  #pumping = false;
+  #closed = false;
+  #failed = 0;
+  #filtered = 0;
+  #idleWaiters: (() => void)[] = [];
+
+  /** @internal */
+  constructor(
+    native: NativeSubscription,
+    handler: (event: SluiceEvent, ctx: Context) => unknown,
+    opts: DeliveryOptions<SluiceEvent>,
+    onClose: (sub: Subscription) => void,
+  ) {
+    this.#native = native;
+    this.#handler = handler;
+    this.#opts = opts;
+    this.#onClose = onClose;
+    native.setWaker(() => this.#pump());
+    if (native.arm()) queueMicrotask(() => this.#pump());
+  }
+
+  get id(): number {
+    return this.#native.id;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Stops delivery and removes the subscription; events still queued are dropped and counted. */
+  unsubscribe(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#flushCounts();
+    this.#native.unsubscribe();
+    this.#onClose(this);
+    this.#settleIdle();
+  }
+
+  [Symbol.dispose](): void {
+    this.unsubscribe();
+  }
+
+  stats(): SubscriptionStats {
+    this.#flushCounts();
+    return JSON.parse(this.#native.stats()) as SubscriptionStats;
+  }
+
+  /** @internal resolves once nothing is queued, buffered or running. */
+  idle(): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #isIdle(): boolean {
+    return this.#closed || (this.#inflight === 0 && this.#next >= this.#events.length && this.#native.depth === 0);
+  }
+
+  #settleIdle(): void {
+    if (this.#idleWaiters.length && this.#isIdle()) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  #pump(): void {
+    if (this.#pumping || this.#closed) return;
+    this.#pumping = true;
+    try {
+      const { concurrency, batchSize } = this.#opts;
+      for (;;) {
+        while (this.#next < this.#events.length && this.#inflight < concurrency && !this.#closed) {
+          const i = this.#next++;
+          this.#run(this.#events[i]!, this.#contexts?.[i]);
+        }
+        if (this.#closed || this.#inflight >= concurrency) break;
+        const room = this.#sawAsync ? Math.min(batchSize, concurrency - this.#inflight) : batchSize;
+        let text: string | null;
+        try {
+          text = this.#native.take(room);
+        } catch (e) {
+          // Runs on a wake-up with no caller to throw to: report it and stop this round.
+          process.emitWarning(fromNative(e));
+          break;
+        }
+        if (text === null) {
+          if (this.#native.arm()) continue;
+          break;
+        }
+        const batch = decodeBatch(text);
+        this.#events = batch.events;
+        this.#contexts = batch.contexts;
+        this.#next = 0;
+      }
+    } finally {
+      this.#pumping = false;
+      this.#flushCounts();
+      this.#settleIdle();
+    }
+  }
+
+  #run(event: SluiceEvent, ctx: Context | undefined): void {
+    const filter = this.#opts.filter;
+    if (filter) {
+      let keep: boolean;
+      try {
+        keep = filter(event);
+      } catch (e) {
+        this.#fail(e, event);
+        return;
+      }
+      if (!keep) {
+        this.#filtered++;
+        return;
+      }
+    }
+    let result: unknown;
+    try {
+      result = this.#handler(event, ctx ?? Context.background());
+    } catch (e) {
+      this.#fail(e, event);
+      return;
+    }
+    if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+      this.#sawAsync = true;
+      this.#inflight++;
+      (result as PromiseLike<unknown>).then(
+        () => this.#done(),
+        (e: unknown) => {
+          this.#fail(e, event);
+          this.#done();
+        },
+      );
+    }
+  }
+
+  #done(): void {
+    this.#inflight--;
+    if (this.#closed) return this.#settleIdle();
+    this.#pump();
+  }
+
+  #fail(error: unknown, event: SluiceEvent): void {
+    this.#failed++;
+    const onError = this.#opts.onError;
+    if (!onError) return;
+    try {
+      onError(error, event);
+    } catch {
+      // An error hook that throws must not take the subscription down; the failure is counted.
+    }
+  }
+
+  #flushCounts(): void {
+    if (this.#failed) {
+      this.#native.reportFailed(this.#failed);
+      this.#failed = 0;
+    }
+    if (this.#filtered) {
+      this.#native.reportFiltered(this.#filtered);
+      this.#filtered = 0;
+    }
+  }
+}
