@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+/// Ticks without an active call before the ticker parks.
+const IDLE_TICKS_BEFORE_PARK: u32 = 50;
+
 struct Shared {
     active: AtomicUsize,
     stop: AtomicBool,
@@ -41,11 +44,19 @@ impl Ticker {
         let thread = thread::Builder::new()
             .name("sluice-epoch".into())
             .spawn(move || {
+                // Keep ticking for a while after the last call so a steady stream of short
+                // calls does not pay a futex wake-up per event; park after a quiet spell.
+                let mut idle_ticks = 0u32;
                 while !s.stop.load(Ordering::Acquire) {
                     if s.active.load(Ordering::Acquire) == 0 {
-                        // Unparked by `enter`; the timeout only bounds a missed wake-up.
-                        thread::park_timeout(Duration::from_millis(100));
-                        continue;
+                        idle_ticks = idle_ticks.saturating_add(1);
+                        if idle_ticks > IDLE_TICKS_BEFORE_PARK {
+                            // Unparked by `enter`; the timeout only bounds a missed wake-up.
+                            thread::park_timeout(Duration::from_millis(100));
+                            continue;
+                        }
+                    } else {
+                        idle_ticks = 0;
                     }
                     thread::sleep(tick);
                     engine.increment_epoch();

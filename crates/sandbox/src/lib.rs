@@ -30,7 +30,7 @@ pub use envelope::{
 };
 pub use error::{ErrorKind, GuestMemoryFault, SandboxError};
 pub use host::{Emit, LogRecord};
-pub use limits::{Limits, MAX_CONFIG_BYTES};
+pub use limits::{Limits, MAX_CONFIG_BYTES, MAX_TIMEOUT_MS};
 pub use pool::{HandleResult, InstanceCounts, Outcome, Sandbox, SandboxInfo, SandboxOptions};
 pub use registry::{module_hash, HandlerModule, ModuleRegistry, MAX_MODULE_BYTES};
 pub use stats::{LatencySnapshot, OutcomeCounts};

@@ -31,6 +31,9 @@ pub struct Limits {
     pub max_log_bytes: u32,
 }
 
+/// Longest per-event timeout (one hour): keeps `Instant` arithmetic far from overflow.
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
 /// Largest configuration blob a deployment may carry.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
@@ -68,8 +71,11 @@ impl Limits {
                 self.memory_bytes
             ));
         }
-        if self.timeout_ms == 0 {
-            return bad("limits.timeout_ms must be at least 1".into());
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return bad(format!(
+                "limits.timeout_ms {} must be in 1..={MAX_TIMEOUT_MS}",
+                self.timeout_ms
+            ));
         }
         if self.fuel.is_some() && !fuel_enabled {
             return bad("limits.fuel is set but the engine was built without fuel metering".into());

@@ -179,6 +179,30 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// Creates instances until `concurrency` exist, so the first events do not pay for
+    /// instantiation. Returns how many were created.
+    pub fn prewarm(&self) -> Result<usize, SandboxError> {
+        let mut created = Vec::new();
+        let result = loop {
+            {
+                let mut pool = self.lock();
+                if pool.live >= self.concurrency {
+                    break Ok(created.len());
+                }
+                pool.live += 1;
+            }
+            match self.create_instance() {
+                Ok(inst) => created.push(inst),
+                Err(e) => {
+                    self.lock().live -= 1;
+                    break Err(e.with_prefix(&format!("prewarm after {} instances", created.len())));
+                }
+            }
+        };
+        created.into_iter().for_each(|i| self.checkin(i));
+        result
+    }
+
     pub fn hash(&self) -> &str {
         self.module.hash()
     }

@@ -126,3 +126,28 @@ fn waiting_for_a_busy_instance_is_bounded_by_the_deadline() {
     // Once the looping instance is replaced, events flow again.
     assert_eq!(Probe::new(0).run(&sb).outcome, Outcome::Ack);
 }
+
+#[test]
+fn prewarm_fills_the_pool_up_to_concurrency() {
+    let sb = deploy(
+        "probe",
+        SandboxOptions {
+            concurrency: 3,
+            ..opts(&[])
+        },
+    );
+    assert_eq!(sb.info().instances.live, 1, "deploy creates one instance");
+    assert_eq!(sb.prewarm().unwrap(), 2);
+    assert_eq!(sb.prewarm().unwrap(), 0);
+    let info = sb.info();
+    assert_eq!(
+        (
+            info.instances.live,
+            info.instances.idle,
+            info.instances.created
+        ),
+        (3, 3, 3)
+    );
+    assert_eq!(Probe::new(0).run(&sb).outcome, Outcome::Ack);
+    assert_eq!(sb.info().instances.created, 3);
+}

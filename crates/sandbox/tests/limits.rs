@@ -233,6 +233,16 @@ fn limits_above_engine_ceilings_are_refused() {
     )
     .unwrap_err();
     assert_eq!(e.code(), "ERR_INVALID_CONFIG");
+    // A huge timeout would overflow `Instant + Duration` inside `handle`.
+    let e = try_deploy(
+        "probe",
+        with_limits(Limits {
+            timeout_ms: u64::MAX,
+            ..Limits::default()
+        }),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), "ERR_INVALID_CONFIG");
     let e = try_deploy(
         "probe",
         sluice_sandbox::SandboxOptions {
