@@ -75,6 +75,8 @@ export declare class NativeSubscription {
   arm(): boolean
   get depth(): number
   reportFailed(n: number): void
+  /** Events taken but never handed to a handler (closed mid-batch). */
+  returnUndelivered(n: number): void
   reportFiltered(n: number): void
   get closed(): boolean
   /** Removes the subscription from the bus; queued events are counted as dropped (closed). */

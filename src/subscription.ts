@@ -27,6 +27,7 @@ export class Subscription implements Disposable {
   #next = 0;
   #inflight = 0;
   #sawAsync = false;
+  #sawSync = false;
   #pumping = false;
   #closed = false;
   #failed = 0;
@@ -60,6 +61,11 @@ export class Subscription implements Disposable {
   unsubscribe(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Events taken but never started (a handler unsubscribed mid-batch) were not delivered.
+    const unstarted = this.#events.length - this.#next;
+    if (unstarted > 0) this.#native.returnUndelivered(unstarted);
+    this.#events = [];
+    this.#next = 0;
     this.#flushCounts();
     this.#native.unsubscribe();
     this.#onClose(this);
@@ -104,7 +110,9 @@ export class Subscription implements Disposable {
           this.#run(this.#events[i]!, this.#contexts?.[i]);
         }
         if (this.#closed || this.#inflight >= concurrency) break;
-        const room = this.#sawAsync ? Math.min(batchSize, concurrency - this.#inflight) : batchSize;
+        // Take whole batches only once handlers have proved synchronous: events handed to an
+        // async handler's pump would otherwise sit in a JS array, outside the bounded queue.
+        const room = this.#sawSync && !this.#sawAsync ? batchSize : Math.min(batchSize, concurrency - this.#inflight);
         let text: string | null;
         try {
           text = this.#native.take(room);
@@ -151,7 +159,9 @@ export class Subscription implements Disposable {
       this.#fail(e, event);
       return;
     }
-    if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+    if (result === null || typeof result !== 'object' || typeof (result as PromiseLike<unknown>).then !== 'function') {
+      this.#sawSync = true;
+    } else {
       this.#sawAsync = true;
       this.#inflight++;
       (result as PromiseLike<unknown>).then(

@@ -325,6 +325,13 @@ impl Queue {
         delivered
     }
 
+    /// A consumer took `n` events but will never hand them to a handler (it closed mid-batch):
+    /// they move from `delivered` to `dropped_closed`, so the books still balance.
+    pub fn return_undelivered(&self, n: u64) {
+        self.consumer.delivered.fetch_sub(n, Ordering::Relaxed);
+        self.consumer.dropped_closed.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn count_failed(&self, n: u64) {
         self.consumer.failed.fetch_add(n, Ordering::Relaxed);
     }

@@ -72,6 +72,12 @@ impl NativeSubscription {
         self.sub.queue().count_failed(n as u64);
     }
 
+    /// Events taken but never handed to a handler (closed mid-batch).
+    #[napi]
+    pub fn return_undelivered(&self, n: u32) {
+        self.sub.queue().return_undelivered(n as u64);
+    }
+
     #[napi]
     pub fn report_filtered(&self, n: u32) {
         self.sub.count_filtered(n as u64);

@@ -1,0 +1,323 @@
+import { describe, expect, it } from 'vitest';
+import { Bus, BusClosed, Context, EncodeError, InvalidArgument, QueueFull, SluiceError, Unsupported } from '../src/index.js';
+import { sleep, until } from './helpers.js';
+
+type Events = {
+  'order.created': { id: string; amount: number };
+  'order.shipped': { id: string };
+  'audit.log.write': { line: string };
+};
+
+describe('Bus publish → subscribe', () => {
+  it('delivers typed events with CloudEvents attributes through the core', async () => {
+    const bus = new Bus<Events>({ source: 'shop' });
+    const seen: unknown[] = [];
+    bus.subscribe('order.created', (e) => {
+      seen.push([e.type, e.data.id, e.data.amount, e.source, typeof e.id, typeof e.time]);
+    });
+    await bus.publish('order.created', { id: 'a', amount: 3 }, { subject: 'eu' });
+    expect(await until(() => seen.length === 1)).toBe(true);
+    expect(seen[0]).toEqual(['order.created', 'a', 3, 'shop', 'string', 'number']);
+    await bus.close();
+  });
+
+  it('routes exact, one-segment and rest patterns to every matching subscription', async () => {
+    const bus = new Bus<Events>();
+    const hits: Record<string, string[]> = { exact: [], one: [], rest: [], none: [] };
+    bus.subscribe('order.created', (e) => void hits.exact!.push(e.type));
+    bus.subscribe('order.*', (e) => void hits.one!.push(e.type));
+    bus.subscribe('audit.>', (e) => void hits.rest!.push(e.type));
+    bus.subscribe('payment.*', (e) => void hits.none!.push(e.type));
+    await bus.publish('order.created', { id: '1', amount: 1 });
+    await bus.publish('order.shipped', { id: '1' });
+    await bus.publish('audit.log.write', { line: 'x' });
+    await until(() => hits.one!.length === 2 && hits.rest!.length === 1);
+    expect(hits).toEqual({
+      exact: ['order.created'],
+      one: ['order.created', 'order.shipped'],
+      rest: ['audit.log.write'],
+      none: [],
+    });
+    expect(bus.stats().unrouted).toBe(0);
+    await bus.close();
+  });
+
+  it('keeps order for concurrency 1 and bounds concurrency for async handlers', async () => {
+    const bus = new Bus<{ n: number }>({ capacity: 64 });
+    const order: number[] = [];
+    bus.subscribe('n', (e) => void order.push(e.data as number));
+    let running = 0;
+    let peak = 0;
+    let done = 0;
+    bus.subscribe(
+      'n',
+      async () => {
+        running++;
+        peak = Math.max(peak, running);
+        await sleep(1);
+        running--;
+        done++;
+      },
+      { concurrency: 4 },
+    );
+    for (let i = 0; i < 200; i++) await bus.publish('n', i);
+    expect(await until(() => done === 200 && order.length === 200)).toBe(true);
+    expect(order).toEqual([...Array(200).keys()]);
+    expect(peak).toBeLessThanOrEqual(4);
+    expect(peak).toBeGreaterThan(1);
+    await bus.close();
+  });
+
+  it('counts a throwing or rejecting handler, reports it, and keeps delivering', async () => {
+    const bus = new Bus<{ t: number }>();
+    const errors: unknown[] = [];
+    const ok: number[] = [];
+    const sub = bus.subscribe(
+      't',
+      async (e) => {
+        const n = e.data as number;
+        if (n === 1) throw new Error('sync-ish boom');
+        if (n === 2) return Promise.reject(new Error('async boom'));
+        ok.push(n);
+      },
+      { onError: (err) => errors.push((err as Error).message) },
+    );
+    const syncSub = bus.subscribe('t', (e) => {
+      if (e.data === 3) throw new Error('sync boom');
+    });
+    for (const n of [0, 1, 2, 3, 4]) await bus.publish('t', n);
+    await until(() => ok.length === 3);
+    await bus.close();
+    expect(ok).toEqual([0, 3, 4]);
+    expect(errors.sort()).toEqual(['async boom', 'sync-ish boom']);
+    expect(sub.stats().failed).toBe(2);
+    expect(syncSub.stats().failed).toBe(1);
+  });
+
+  it('unsubscribe and Symbol.dispose stop delivery', async () => {
+    const bus = new Bus<{ x: number }>();
+    const got: number[] = [];
+    {
+      using sub = bus.subscribe('x', (e) => void got.push(e.data as number));
+      await bus.publish('x', 1);
+      await until(() => got.length === 1);
+      expect(sub.closed).toBe(false);
+    }
+    await bus.publish('x', 2);
+    await sleep(20);
+    expect(got).toEqual([1]);
+    expect(bus.stats().unrouted).toBe(1);
+    await bus.close();
+  });
+
+  it('runs declarative filters in the core and JS predicates on the JS thread, counting both', async () => {
+    const bus = new Bus<Events>();
+    const big: number[] = [];
+    const js: number[] = [];
+    const core = bus.subscribe('order.created', (e) => void big.push(e.data.amount), {
+      filter: [{ field: 'amount', op: 'gte', value: 100 }],
+    });
+    const fn = bus.subscribe('order.created', (e) => void js.push(e.data.amount), { filter: (e) => e.data.amount % 2 === 0 });
+    for (const amount of [5, 100, 150, 7, 200]) await bus.publish('order.created', { id: 'x', amount });
+    await until(() => big.length === 3 && js.length === 3);
+    await sleep(5);
+    expect(big).toEqual([100, 150, 200]);
+    expect(js).toEqual([100, 150, 200]);
+    expect(core.stats().filtered).toBe(2);
+    expect(core.stats().published).toBe(3);
+    expect(fn.stats().filtered).toBe(2);
+    await bus.close();
+  });
+
+  it('publishBatch and tryPublishBatch keep order across mixed topics', async () => {
+    const bus = new Bus<Events>();
+    const got: string[] = [];
+    bus.subscribe('order.*', (e) => void got.push(`${e.type}:${e.data.id}`));
+    await bus.publishBatch([
+      { type: 'order.created', data: { id: '1', amount: 1 } },
+      { type: 'order.shipped', data: { id: '1' } },
+    ]);
+    expect(bus.tryPublishBatch(Array.from({ length: 3 }, (_, i) => ({ type: 'order.shipped' as const, data: { id: `s${i}` } })))).toBe(3);
+    await until(() => got.length === 5);
+    expect(got).toEqual(['order.created:1', 'order.shipped:1', 'order.shipped:s0', 'order.shipped:s1', 'order.shipped:s2']);
+    await bus.close();
+  });
+
+  it('carries byte arrays as bytes', async () => {
+    const bus = new Bus();
+    let got: unknown;
+    bus.subscribe('bin', (e) => void (got = e.data));
+    await bus.publish('bin', new Uint8Array([0, 1, 255]));
+    await until(() => got !== undefined);
+    expect(Buffer.isBuffer(got)).toBe(true);
+    expect([...(got as Buffer)]).toEqual([0, 1, 255]);
+    await bus.close();
+  });
+});
+
+describe('overflow policies through the API', () => {
+  it('error policy rejects with QueueFull and tryPublish returns false', async () => {
+    const bus = new Bus();
+    const stream = bus.stream('q', { capacity: 2, overflow: 'error' });
+    expect(bus.tryPublish('q', 1)).toBe(true);
+    await bus.publish('q', 2);
+    expect(bus.tryPublish('q', 3)).toBe(false);
+    await expect(bus.publish('q', 4)).rejects.toBeInstanceOf(QueueFull);
+    const st = stream.stats();
+    expect([st.depth, st.droppedFull]).toEqual([2, 2]);
+    await stream.return();
+    await bus.close();
+  });
+
+  it('drop-newest keeps the first, drop-oldest keeps the last, both counted', async () => {
+    const bus = new Bus();
+    const newest = bus.stream('d', { capacity: 3, overflow: 'drop-newest' });
+    const oldest = bus.stream('d', { capacity: 3, overflow: 'drop-oldest' });
+    for (let i = 0; i < 10; i++) await bus.publish('d', i);
+    const take = async (s: AsyncIterator<{ data: unknown }>, n: number) => {
+      const out: unknown[] = [];
+      for (let i = 0; i < n; i++) out.push((await s.next()).value.data);
+      return out;
+    };
+    expect(newest.stats().droppedNewest).toBe(7);
+    expect(oldest.stats().droppedOldest).toBe(7);
+    expect(await take(newest, 3)).toEqual([0, 1, 2]);
+    expect(await take(oldest, 3)).toEqual([7, 8, 9]);
+    await bus.close();
+  });
+
+  it('block waits for space, and gives up with the Context', async () => {
+    const bus = new Bus();
+    const s = bus.stream('b', { capacity: 1, overflow: 'block' });
+    await bus.publish('b', 1);
+    let resolved = false;
+    const waiting = bus.publish('b', 2).then(() => (resolved = true));
+    await sleep(30);
+    expect(resolved).toBe(false);
+    expect(s.stats().blockedPublishers).toBe(1);
+    expect((await s.next()).value?.data).toBe(1);
+    await waiting;
+    expect(resolved).toBe(true);
+
+    const ctx = Context.background().withTimeout(30);
+    const t0 = Date.now();
+    await expect(bus.publish('b', 3, { ctx })).rejects.toMatchObject({ code: 'ERR_DEADLINE_EXCEEDED' });
+    expect(Date.now() - t0).toBeLessThan(1000);
+    const c2 = Context.background().withCancel();
+    const p = bus.publish('b', 4, { ctx: c2 });
+    setTimeout(() => c2.cancel('stop'), 10);
+    await expect(p).rejects.toMatchObject({ code: 'ERR_CANCELED' });
+    expect(s.stats().droppedCanceled).toBe(2);
+    expect(bus.tryPublish('b', 5)).toBe(false);
+    expect(s.stats().droppedFull).toBe(1);
+    await s.return();
+    await bus.close();
+  });
+
+  it('spill is refused until the journal exists', () => {
+    const bus = new Bus();
+    expect(() => bus.subscribe('x', () => {}, { overflow: 'spill' })).toThrow(Unsupported);
+    expect(() => new Bus({ overflow: 'spill' })).toThrow(Unsupported);
+  });
+});
+
+describe('bad input gets typed errors', () => {
+  it('rejects bad capacity, policy, pattern, topic, data, and use after close', async () => {
+    const codeOf = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(SluiceError);
+        return (e as SluiceError).code;
+      }
+      return 'no error';
+    };
+    expect(codeOf(() => new Bus({ capacity: 0 }))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => new Bus({ capacity: -5 }))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => new Bus({ capacity: 1.5 }))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => new Bus({ overflow: 'sometimes' as never }))).toBe('ERR_INVALID_ARG');
+    const bus = new Bus();
+    expect(codeOf(() => bus.subscribe('a..b', () => {}))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => bus.subscribe('a.>.b', () => {}))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => bus.subscribe('a', () => {}, { concurrency: 0 }))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => bus.subscribe('a', () => {}, { filter: { field: 'x', op: 'regex' as never, value: 1 } }))).toBe(
+      'ERR_INVALID_ARG',
+    );
+    expect(codeOf(() => bus.tryPublish('a.*', 1))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => bus.tryPublish('', 1))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => bus.tryPublish('a', 10n as never))).toBe('ERR_ENCODE');
+    expect(codeOf(() => bus.tryPublish('a', (() => 1) as never))).toBe('ERR_ENCODE');
+    await expect(bus.publish('a', 10n as never)).rejects.toBeInstanceOf(EncodeError);
+    expect(codeOf(() => bus.subscribe('a', 'nope' as never))).toBe('ERR_INVALID_ARG');
+    await bus.close();
+    await expect(bus.publish('a', 1)).rejects.toBeInstanceOf(BusClosed);
+    expect(codeOf(() => bus.tryPublish('a', 1))).toBe('ERR_CLOSED');
+    expect(codeOf(() => bus.subscribe('a', () => {}))).toBe('ERR_CLOSED');
+    expect(InvalidArgument).toBeDefined();
+  });
+});
+
+describe('close', () => {
+  it('drains queued events to handlers before releasing', async () => {
+    const bus = new Bus({ capacity: 1000 });
+    let n = 0;
+    bus.subscribe('w', async () => {
+      await sleep(0);
+      n++;
+    });
+    for (let i = 0; i < 100; i++) bus.tryPublish('w', i);
+    await bus.close();
+    expect(n).toBe(100);
+    expect(bus.closed).toBe(true);
+  });
+
+  it('stops draining when its Context ends and counts what was left', async () => {
+    const bus = new Bus({ capacity: 1000 });
+    let n = 0;
+    const sub = bus.subscribe('w', async () => {
+      await sleep(20);
+      n++;
+    });
+    for (let i = 0; i < 50; i++) bus.tryPublish('w', i);
+    await bus.close({ ctx: Context.background().withTimeout(60) });
+    const st = sub.stats();
+    expect(n).toBeLessThan(50);
+    expect(st.droppedClosed).toBeGreaterThan(0);
+    expect(st.delivered + st.droppedClosed).toBe(50);
+  });
+});
+
+describe('stream', () => {
+  it('iterates matching events and ends on abort with the signal reason', async () => {
+    const bus = new Bus<Events>();
+    const ac = new AbortController();
+    const got: string[] = [];
+    const loop = (async () => {
+      for await (const e of bus.stream('order.*', { signal: ac.signal })) {
+        got.push(e.type);
+        if (got.length === 2) ac.abort(new Error('enough'));
+      }
+    })();
+    await bus.publish('order.created', { id: '1', amount: 1 });
+    await bus.publish('order.shipped', { id: '1' });
+    await expect(loop).rejects.toThrow('enough');
+    expect(got).toEqual(['order.created', 'order.shipped']);
+    expect(bus.stats().subscriptions.length).toBe(0);
+    await bus.close();
+  });
+
+  it('is AsyncDisposable and ends when the bus closes', async () => {
+    const bus = new Bus();
+    {
+      await using s = bus.stream('z');
+      bus.tryPublish('z', 1);
+      expect((await s.next()).value?.data).toBe(1);
+    }
+    expect(bus.stats().subscriptions.length).toBe(0);
+    const s2 = bus.stream('z');
+    const next = s2.next();
+    await sleep(5);
+    await bus.close();
+    expect(await next).toEqual({ value: undefined, done: true });
+  });
+});
