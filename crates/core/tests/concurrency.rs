@@ -12,6 +12,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+type Consumer = thread::JoinHandle<Vec<(u64, u64)>>;
+
 struct Consumed {
     /// Per consumer, the tags in the order that consumer took them.
     per_consumer: Vec<Vec<(u64, u64)>>,
@@ -26,7 +28,7 @@ fn spawn_consumers(
     n: usize,
     stop: &Arc<AtomicBool>,
     received: &Arc<AtomicU64>,
-) -> (Vec<thread::JoinHandle<Vec<(u64, u64)>>>, Arc<AtomicU64>) {
+) -> (Vec<Consumer>, Arc<AtomicU64>) {
     let armed_once = Arc::new(AtomicUsize::new(0));
     let start = Arc::new(Barrier::new(n + 1));
     let mut handles = Vec::new();
@@ -142,7 +144,7 @@ fn run_mpmc(producers: u64, consumers: usize, per: u64, cap_exact: usize, cap_wi
         h.join().unwrap();
     }
     stop.store(true, Ordering::Release);
-    let collect = |hs: Vec<thread::JoinHandle<Vec<(u64, u64)>>>| {
+    let collect = |hs: Vec<Consumer>| {
         for h in &hs {
             h.thread().unpark();
         }
