@@ -33,6 +33,30 @@ impl Default for BusOptions {
     }
 }
 
+/// Sums over every subscription the bus ever had, live or removed, so final figures survive
+/// `unsubscribe` and `close`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub depth: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub expired: u64,
+    pub failed: u64,
+    pub filtered: u64,
+}
+
+impl Totals {
+    fn add(&mut self, s: &SubscriptionStats) {
+        self.depth += s.queue.depth;
+        self.delivered += s.queue.delivered;
+        self.dropped += s.queue.dropped();
+        self.expired += s.queue.expired;
+        self.failed += s.queue.failed;
+        self.filtered += s.filtered;
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BusStats {
@@ -40,6 +64,9 @@ pub struct BusStats {
     pub published: u64,
     /// Published events that matched no subscription.
     pub unrouted: u64,
+    #[serde(flatten)]
+    pub totals: Totals,
+    /// Live subscriptions only.
     pub subscriptions: Vec<SubscriptionStats>,
 }
 
@@ -52,6 +79,8 @@ pub struct Bus {
     closed: AtomicBool,
     published: AtomicU64,
     unrouted: AtomicU64,
+    /// Final counters of removed subscriptions.
+    retired: std::sync::Mutex<Totals>,
 }
 
 /// The outcome of a publish that may have to wait.
@@ -172,6 +201,7 @@ impl Bus {
             closed: AtomicBool::new(false),
             published: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
+            retired: std::sync::Mutex::new(Totals::default()),
         })
     }
 
@@ -201,6 +231,7 @@ impl Bus {
         match self.router.remove(id) {
             Some(sub) => {
                 sub.close();
+                self.retire(&sub);
                 true
             }
             None => false,
@@ -387,9 +418,17 @@ impl Bus {
         for sub in self.router.all() {
             if let Some(s) = self.router.remove(sub.id()) {
                 left += s.close();
+                self.retire(&s);
             }
         }
         left
+    }
+
+    /// Folds a removed subscription's counters into the bus totals. Its consumer may still hand
+    /// back or fail events it already took; those late reports land on the subscription itself,
+    /// which is why removal happens after `close()` has counted what was queued.
+    fn retire(&self, sub: &Subscription) {
+        self.retired.lock().unwrap().add(&sub.stats());
     }
 
     pub fn subscriptions(&self) -> Vec<Arc<Subscription>> {
@@ -397,11 +436,17 @@ impl Bus {
     }
 
     pub fn stats(&self) -> BusStats {
+        let subscriptions: Vec<SubscriptionStats> = self.router.all().iter().map(|s| s.stats()).collect();
+        let mut totals = self.retired.lock().unwrap().clone();
+        for s in &subscriptions {
+            totals.add(s);
+        }
         BusStats {
             closed: self.is_closed(),
             published: self.published.load(Ordering::Relaxed),
             unrouted: self.unrouted.load(Ordering::Relaxed),
-            subscriptions: self.router.all().iter().map(|s| s.stats()).collect(),
+            totals,
+            subscriptions,
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod queue;
 pub mod router;
 pub mod subscription;
 
-pub use bus::{Bus, BusOptions, BusStats, Delivery, PendingBatch, PendingPublish};
+pub use bus::{Bus, BusOptions, BusStats, Delivery, PendingBatch, PendingPublish, Totals};
 pub use context::{Context, Deadline};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Encoding, Event, EventId, EventInit};
