@@ -61,14 +61,16 @@ export declare class NativePending {
 /**
  * One subscription's queue, consumed from JS in batches: the core wakes JS once (a non-blocking
  * threadsafe call, coalesced while JS is draining) and JS pulls with `take`.
+ *
+ * Like a `MessagePort` with a listener, a live subscription keeps the event loop alive (events
+ * may come from other threads at any time) until it is unsubscribed or `keepAlive(false)`.
  */
 export declare class NativeSubscription {
   get id(): number
-  /**
-   * Installs the JS wake-up. It does not keep the event loop alive (like an EventEmitter
-   * listener), and it is called at most once per `arm()`.
-   */
+  /** Installs the JS wake-up, called at most once per `arm()`. */
   setWaker(wake: () => void): void
+  /** Whether this subscription keeps the Node.js event loop alive (default true). */
+  keepAlive(on: boolean): void
   /** Takes up to `max` events as one JSON batch (see core `codec`), or `null` when empty. */
   take(max: number): string | null
   /** The consumer is going idle; `true` means events arrived meanwhile (keep draining). */
@@ -79,7 +81,10 @@ export declare class NativeSubscription {
   returnUndelivered(n: number): void
   reportFiltered(n: number): void
   get closed(): boolean
-  /** Removes the subscription from the bus; queued events are counted as dropped (closed). */
+  /**
+   * Removes the subscription from the bus; queued events are counted as dropped (closed).
+   * Releases the wake-up, so the subscription no longer holds the event loop.
+   */
   unsubscribe(): boolean
   stats(): string
 }

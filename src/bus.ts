@@ -65,6 +65,7 @@ function positiveInt(v: number | undefined, name: string, fallback: number): num
 export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   readonly #native: NativeBus;
   readonly #subs = new Set<Subscription>();
+  readonly #streams = new Set<EventStream<SluiceEvent>>();
   #closing: Promise<void> | undefined;
 
   constructor(options: BusOptions = {}) {
@@ -118,7 +119,11 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
         filter: declarative(options.filter),
       }),
     );
-    return new EventStream(native, batchSize, options.signal, () => {});
+    const stream: EventStream<EventFor<E, P>> = new EventStream(native, batchSize, options.signal, () =>
+      this.#streams.delete(stream as EventStream<SluiceEvent>),
+    );
+    this.#streams.add(stream as EventStream<SluiceEvent>);
+    return stream;
   }
 
   /**
@@ -193,17 +198,8 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
 
   /** Counters for the bus and each subscription. */
   stats(): BusStats {
-    const raw = JSON.parse(this.#native.stats()) as { closed: boolean; published: number; unrouted: number; subscriptions: SubscriptionStats[] };
-    const sum = (f: (s: SubscriptionStats) => number) => raw.subscriptions.reduce((n, s) => n + f(s), 0);
-    return {
-      ...raw,
-      depth: sum((s) => s.depth),
-      delivered: sum((s) => s.delivered),
-      dropped: sum((s) => s.droppedNewest + s.droppedOldest + s.droppedFull + s.droppedCanceled + s.droppedClosed),
-      expired: sum((s) => s.expired),
-      failed: sum((s) => s.failed),
-      filtered: sum((s) => s.filtered),
-    };
+    for (const sub of this.#subs) sub.flush();
+    return JSON.parse(this.#native.stats()) as BusStats;
   }
 
   get closed(): boolean {
@@ -237,8 +233,10 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     } else {
       await drained;
     }
+    for (const s of this.#subs) s.flush();
     this.#native.shutdown();
     for (const s of [...this.#subs]) s.unsubscribe();
+    for (const s of [...this.#streams]) s.close();
   }
 
   async #wait(pending: NativePending): Promise<void> {

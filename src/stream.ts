@@ -80,14 +80,37 @@ export class EventStream<Ev extends SluiceEvent = SluiceEvent> implements AsyncI
     this.#finish();
   }
 
+  /** Lets the process exit while the stream waits (see `Subscription.unref`). */
+  unref(): this {
+    if (!this.#done) this.#native.keepAlive(false);
+    return this;
+  }
+
+  ref(): this {
+    if (!this.#done) this.#native.keepAlive(true);
+    return this;
+  }
+
+  /** @internal called when the bus closes. */
+  close(): void {
+    this.#finish(true);
+  }
+
   stats(): SubscriptionStats {
     return JSON.parse(this.#native.stats()) as SubscriptionStats;
   }
 
-  #finish(): void {
+  /** Ends the stream. Events already taken stay readable after a bus close; on return/abort
+   * they are handed back to the books as undelivered (counted as dropped, closed). */
+  #finish(keepBuffer = false): void {
     if (this.#done) return;
     this.#done = true;
-    this.#buffer = [];
+    const left = this.#buffer.length - this.#next;
+    if (!keepBuffer && left > 0) {
+      this.#native.returnUndelivered(left);
+      this.#buffer = [];
+      this.#next = 0;
+    }
     this.#signal?.removeEventListener('abort', this.#onAbort);
     this.#native.unsubscribe();
     this.#onClose();

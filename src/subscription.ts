@@ -76,6 +76,20 @@ export class Subscription implements Disposable {
     this.unsubscribe();
   }
 
+  /**
+   * Lets the process exit while this subscription is live (like `MessagePort.unref()`); by
+   * default a subscription keeps the event loop alive, since events may arrive from other threads.
+   */
+  unref(): this {
+    if (!this.#closed) this.#native.keepAlive(false);
+    return this;
+  }
+
+  ref(): this {
+    if (!this.#closed) this.#native.keepAlive(true);
+    return this;
+  }
+
   stats(): SubscriptionStats {
     this.#flushCounts();
     return JSON.parse(this.#native.stats()) as SubscriptionStats;
@@ -189,6 +203,11 @@ export class Subscription implements Disposable {
     } catch {
       // An error hook that throws must not take the subscription down; the failure is counted.
     }
+  }
+
+  /** @internal reports counts gathered on the JS side (failures, JS-filtered) to the core. */
+  flush(): void {
+    this.#flushCounts();
   }
 
   #flushCounts(): void {

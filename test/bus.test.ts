@@ -92,6 +92,8 @@ describe('Bus publish → subscribe', () => {
     expect(errors.sort()).toEqual(['async boom', 'sync-ish boom']);
     expect(sub.stats().failed).toBe(2);
     expect(syncSub.stats().failed).toBe(1);
+    // Totals survive close: removed subscriptions are folded into the bus figures.
+    expect(bus.stats()).toMatchObject({ failed: 3, delivered: 10, subscriptions: [] });
   });
 
   it('unsubscribe and Symbol.dispose stop delivery', async () => {

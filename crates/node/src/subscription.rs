@@ -1,23 +1,30 @@
 use crate::guard::guard;
 use napi::bindgen_prelude::Function;
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
 use napi_derive::napi;
 use sluice_core::codec::encode_js_batch;
 use sluice_core::{Bus, Error, ErrorKind, Event, Subscription};
 use std::sync::{Arc, Mutex};
 
+type Wake = ThreadsafeFunction<(), (), (), Status, false>;
+
 /// One subscription's queue, consumed from JS in batches: the core wakes JS once (a non-blocking
 /// threadsafe call, coalesced while JS is draining) and JS pulls with `take`.
+///
+/// Like a `MessagePort` with a listener, a live subscription keeps the event loop alive (events
+/// may come from other threads at any time) until it is unsubscribed or `keepAlive(false)`.
 #[napi]
 pub struct NativeSubscription {
     sub: Arc<Subscription>,
     bus: Arc<Bus>,
     scratch: Mutex<Vec<Arc<Event>>>,
+    wake: Arc<Mutex<Option<Wake>>>,
 }
 
 impl NativeSubscription {
     pub(crate) fn new(sub: Arc<Subscription>, bus: Arc<Bus>) -> Self {
-        NativeSubscription { sub, bus, scratch: Mutex::new(Vec::new()) }
+        NativeSubscription { sub, bus, scratch: Mutex::new(Vec::new()), wake: Arc::new(Mutex::new(None)) }
     }
 }
 
@@ -28,16 +35,37 @@ impl NativeSubscription {
         self.sub.id() as f64
     }
 
-    /// Installs the JS wake-up. It does not keep the event loop alive (like an EventEmitter
-    /// listener), and it is called at most once per `arm()`.
+    /// Installs the JS wake-up, called at most once per `arm()`.
     #[napi]
     pub fn set_waker(&self, wake: Function<(), ()>) -> napi::Result<()> {
-        let tsfn = wake.build_threadsafe_function::<()>().weak::<true>().callee_handled::<false>().build()?;
+        let tsfn: Wake = wake.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
+        *self.wake.lock().map_err(|_| napi::Error::from_reason("ERR_INTERNAL: waker poisoned"))? = Some(tsfn);
+        let wake = self.wake.clone();
         guard(|| {
             self.sub.queue().set_waker(Box::new(move || {
-                tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                if let Ok(w) = wake.lock() {
+                    if let Some(t) = w.as_ref() {
+                        t.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                    }
+                }
             }))
         })
+    }
+
+    /// Whether this subscription keeps the Node.js event loop alive (default true).
+    // napi-rs marks refer/unref deprecated in favour of clone, but clone manages the tsfn's
+    // lifetime; these toggle the event-loop reference (napi_ref/unref_threadsafe_function).
+    #[allow(deprecated)]
+    #[napi]
+    pub fn keep_alive(&self, env: Env, on: bool) -> napi::Result<()> {
+        if let Some(t) = self.wake.lock().map_err(|_| napi::Error::from_reason("ERR_INTERNAL: waker poisoned"))?.as_mut() {
+            if on {
+                t.refer(&env)?;
+            } else {
+                t.unref(&env)?;
+            }
+        }
+        Ok(())
     }
 
     /// Takes up to `max` events as one JSON batch (see core `codec`), or `null` when empty.
@@ -89,9 +117,14 @@ impl NativeSubscription {
     }
 
     /// Removes the subscription from the bus; queued events are counted as dropped (closed).
+    /// Releases the wake-up, so the subscription no longer holds the event loop.
     #[napi]
     pub fn unsubscribe(&self) -> bool {
-        self.bus.unsubscribe(self.sub.id())
+        let removed = self.bus.unsubscribe(self.sub.id());
+        if let Ok(mut w) = self.wake.lock() {
+            w.take();
+        }
+        removed
     }
 
     #[napi]
