@@ -44,6 +44,10 @@ pub struct Truncation {
     pub offset: u64,
     pub discarded_bytes: u64,
     pub reason: String,
+    /// Intact-looking records found after the damage and discarded with it. A process crash
+    /// leaves none (the kernel has every byte we wrote, in order); a power loss can, because
+    /// the page cache writes unsynced pages back in any order. Non-zero is worth a loud log.
+    pub intact_records_after: u64,
 }
 
 pub struct Recovered {
@@ -103,6 +107,7 @@ pub fn recover(dir: &Path) -> Result<Recovered> {
                 offset: keep,
                 discarded_bytes: bytes.len() as u64 - keep,
                 reason,
+                intact_records_after: count_intact_after(&bytes, good_len),
             });
             if keep == 0 {
                 // Not even the file header survived (segment 1 only): rewrite it.
@@ -246,4 +251,21 @@ fn scan(
         off += total;
     }
     Ok((off, None))
+}
+
+/// Counts records that parse cleanly anywhere after a tear, by sliding over every byte offset.
+/// Runs only on a damaged last segment, so its cost does not matter.
+fn count_intact_after(bytes: &[u8], tear: usize) -> u64 {
+    let mut n = 0;
+    let mut off = tear.max(FILE_HEADER_LEN) + 1;
+    while off + format::RECORD_HEADER_LEN <= bytes.len() {
+        match format::parse(&bytes[off..]) {
+            Ok((_, _, total)) => {
+                n += 1;
+                off += total;
+            }
+            Err(_) => off += 1,
+        }
+    }
+    n
 }
