@@ -122,7 +122,9 @@ impl FilterChain {
     }
 
     pub fn accepts(&self, ev: &Event) -> bool {
-        self.predicates.iter().all(|p| eval(p, ev))
+        // The data's top level is indexed on first use, once per event for the whole chain.
+        let mut index = None;
+        self.predicates.iter().all(|p| eval(p, ev, &mut index))
     }
 }
 
@@ -185,11 +187,15 @@ fn parse_predicate(v: &Value, depth: usize) -> Result<Predicate> {
     Err(Error::invalid(format!("unknown filter {v}: expected one of type, attr, field, not, any")))
 }
 
-fn eval(p: &Predicate, ev: &Event) -> bool {
+type LazyIndex<'a> = Option<Option<json::ObjectIndex<'a>>>;
+
+fn eval<'a>(p: &Predicate, ev: &'a Event, index: &mut LazyIndex<'a>) -> bool {
     match p {
         Predicate::TypeMatches(pat) => pat.matches(&ev.topic),
-        Predicate::Not(inner) => !eval(inner, ev),
-        Predicate::Any(list) => list.iter().any(|q| eval(q, ev)),
+        Predicate::Not(inner) => !eval(inner, ev, index),
+        Predicate::Any(list) => list.iter().any(|q| eval(q, ev, index)),
+        Predicate::Attr { attr: Attr::Subject, op: Op::Exists, .. } => ev.subject.is_some(),
+        Predicate::Attr { attr: Attr::Type | Attr::Id, op: Op::Exists, .. } => true,
         Predicate::Attr { attr, op, expected } => {
             let seq;
             let value: Option<&str> = match attr {
@@ -212,7 +218,11 @@ fn eval(p: &Predicate, ev: &Event) -> bool {
             if ev.encoding != Encoding::Json {
                 return false;
             }
-            match json::lookup(&ev.data, path) {
+            let found = match index.get_or_insert_with(|| json::ObjectIndex::build(&ev.data)) {
+                Some(idx) => idx.get(path),
+                None => json::lookup(&ev.data, path),
+            };
+            match found {
                 None => false,
                 Some(_) if *op == Op::Exists => true,
                 Some(raw) => compare_raw(raw, *op, expected),

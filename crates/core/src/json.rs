@@ -75,6 +75,17 @@ pub fn string_contents(token: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     serde_json::from_slice::<String>(token).ok().map(std::borrow::Cow::Owned)
 }
 
+/// Compares an object key token with `key`. Keys without escapes (nearly all) compare as bytes,
+/// with no UTF-8 validation or allocation; only escaped keys are decoded.
+#[inline]
+fn key_matches(token: &[u8], key: &str) -> Option<bool> {
+    let inner = token.get(1..token.len().checked_sub(1)?)?;
+    if !inner.contains(&b'\\') {
+        return Some(inner == key.as_bytes());
+    }
+    Some(string_contents(token)? == key)
+}
+
 /// Finds the value at `path` (object keys, outermost first) and returns its raw bytes.
 pub fn lookup<'a>(doc: &'a [u8], path: &[impl AsRef<str>]) -> Option<&'a [u8]> {
     let mut start = skip_ws(doc, 0);
@@ -92,7 +103,7 @@ pub fn lookup<'a>(doc: &'a [u8], path: &[impl AsRef<str>]) -> Option<&'a [u8]> {
                 _ => return None,
             }
             let key_end = string_end(doc, i)?;
-            let matched = string_contents(&doc[i..key_end])? == key;
+            let matched = key_matches(&doc[i..key_end], key)?;
             i = skip_ws(doc, key_end);
             if *doc.get(i)? != b':' {
                 return None;
@@ -111,6 +122,79 @@ pub fn lookup<'a>(doc: &'a [u8], path: &[impl AsRef<str>]) -> Option<&'a [u8]> {
     }
     let end = value_end(doc, start)?;
     Some(&doc[start..end])
+}
+
+/// The top-level members of a JSON object, found in one pass: a filter chain with several field
+/// predicates scans the event once instead of once per predicate.
+pub struct ObjectIndex<'a> {
+    doc: &'a [u8],
+    /// (key contents range, value range); `len` entries are valid.
+    members: [(u32, u32, u32, u32); 32],
+    len: usize,
+    /// More members than fit: lookups fall back to scanning.
+    overflow: bool,
+}
+
+impl<'a> ObjectIndex<'a> {
+    pub fn build(doc: &'a [u8]) -> Option<ObjectIndex<'a>> {
+        if doc.len() > u32::MAX as usize {
+            return None;
+        }
+        let mut idx = ObjectIndex { doc, members: [(0, 0, 0, 0); 32], len: 0, overflow: false };
+        let mut i = skip_ws(doc, 0);
+        if *doc.get(i)? != b'{' {
+            return None;
+        }
+        i = skip_ws(doc, i + 1);
+        if doc.get(i) == Some(&b'}') {
+            return Some(idx);
+        }
+        loop {
+            if *doc.get(i)? != b'"' {
+                return None;
+            }
+            let key_end = string_end(doc, i)?;
+            let (ks, ke) = (i, key_end);
+            i = skip_ws(doc, key_end);
+            if *doc.get(i)? != b':' {
+                return None;
+            }
+            let vs = skip_ws(doc, i + 1);
+            let ve = value_end(doc, vs)?;
+            if idx.len < idx.members.len() {
+                idx.members[idx.len] = (ks as u32, ke as u32, vs as u32, ve as u32);
+                idx.len += 1;
+            } else {
+                idx.overflow = true;
+                return Some(idx);
+            }
+            i = skip_ws(doc, ve);
+            match *doc.get(i)? {
+                b',' => i = skip_ws(doc, i + 1),
+                b'}' => return Some(idx),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The raw value at `path`, like [`lookup`] on the whole document.
+    pub fn get(&self, path: &[impl AsRef<str>]) -> Option<&'a [u8]> {
+        let (first, rest) = path.split_first()?;
+        if self.overflow {
+            return lookup(self.doc, path);
+        }
+        let key = first.as_ref();
+        let value = self.members[..self.len].iter().find_map(|&(ks, ke, vs, ve)| {
+            key_matches(&self.doc[ks as usize..ke as usize], key)
+                .filter(|m| *m)
+                .map(|_| &self.doc[vs as usize..ve as usize])
+        })?;
+        if rest.is_empty() {
+            Some(value)
+        } else {
+            lookup(value, rest)
+        }
+    }
 }
 
 /// Splits a JSON array into the byte ranges of its elements.
@@ -179,6 +263,19 @@ mod tests {
         assert_eq!(lookup(doc, &["missing"]), None);
         assert_eq!(lookup(doc, &["a", "b"]), None);
         assert_eq!(lookup(b"[1]", &["a"]), None);
+    }
+
+    #[test]
+    fn object_index_agrees_with_lookup() {
+        let doc = br#" {"a": 1, "s": "x\"y", "o": {"b": [1, {"c": 2}], "d": "deep"}, "n": null, "e\u0041": 5} "#;
+        let idx = ObjectIndex::build(doc).unwrap();
+        for path in [&["a"][..], &["s"], &["o", "d"], &["o", "b"], &["n"], &["missing"], &["a", "b"], &["eA"]] {
+            assert_eq!(idx.get(path), lookup(doc, path), "{path:?}");
+        }
+        let many: String = format!("{{{}}}", (0..40).map(|i| format!("\"k{i}\":{i}")).collect::<Vec<_>>().join(","));
+        let idx = ObjectIndex::build(many.as_bytes()).unwrap();
+        assert_eq!(idx.get(&["k39"]), Some(&b"39"[..]));
+        assert!(ObjectIndex::build(b"[1]").is_none());
     }
 
     #[test]

@@ -82,6 +82,29 @@ impl Pattern {
         self.segments.iter().all(|s| matches!(s, Segment::Literal(_)))
     }
 
+    /// Matches a topic already split into segments (the router splits each published topic
+    /// once, not once per wildcard subscription).
+    pub fn matches_segments(&self, parts: &[&str]) -> bool {
+        let mut i = 0;
+        for seg in &self.segments {
+            match seg {
+                Segment::Rest => return i < parts.len(),
+                Segment::One => {
+                    if i >= parts.len() {
+                        return false;
+                    }
+                }
+                Segment::Literal(l) => {
+                    if parts.get(i) != Some(&&**l) {
+                        return false;
+                    }
+                }
+            }
+            i += 1;
+        }
+        i == parts.len()
+    }
+
     pub fn matches(&self, topic: &str) -> bool {
         let mut parts = topic.split('.');
         for seg in &self.segments {
@@ -122,6 +145,18 @@ mod tests {
         assert!(m.matches("order.created") && !m.matches("order.shipped"));
         assert!(Pattern::parse(">").unwrap().matches("a.b.c"));
         assert!(Pattern::parse("order.created").unwrap().is_exact());
+    }
+
+    #[test]
+    fn segment_matching_agrees_with_string_matching() {
+        let topics = ["a", "a.b", "a.b.c", "x.b", "a.x.c", "a.b.c.d"];
+        for p in ["a", "a.*", "*.b", "a.>", ">", "*.*.c", "a.b.c", "*", "a.*.>"] {
+            let pat = Pattern::parse(p).unwrap();
+            for t in topics {
+                let parts: Vec<&str> = t.split('.').collect();
+                assert_eq!(pat.matches(t), pat.matches_segments(&parts), "{p} vs {t}");
+            }
+        }
     }
 
     #[test]

@@ -68,8 +68,23 @@ impl Router {
         if let Some(subs) = routes.exact.get(topic) {
             subs.iter().for_each(&mut f);
         }
+        if routes.wildcard.is_empty() {
+            return;
+        }
+        // Split the topic once on the stack; topics deeper than the buffer take the slow path.
+        let mut buf = [""; 16];
+        let mut n = 0;
+        for part in topic.split('.') {
+            if n == buf.len() {
+                n = usize::MAX;
+                break;
+            }
+            buf[n] = part;
+            n += 1;
+        }
         for s in &routes.wildcard {
-            if s.pattern().matches(topic) {
+            let hit = if n == usize::MAX { s.pattern().matches(topic) } else { s.pattern().matches_segments(&buf[..n]) };
+            if hit {
                 f(s);
             }
         }
