@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-/// Called by the syncer after each fsync with the highest durable sequence number, outside any
-/// journal lock. Lets the bus resolve many waiting publishes per fsync without a blocked thread
-/// per publish.
+/// Called after each group-commit fsync with the highest durable sequence number, outside any
+/// journal lock and before the waiters it covers are released. Lets the bus resolve many waiting
+/// publishes per fsync without a blocked thread per publish. Segment seals also make events
+/// durable without calling it; `durable_seq()` is the authority.
 pub type DurableHook = Arc<dyn Fn(Seq) + Send + Sync>;
 
 #[derive(Clone)]
@@ -106,6 +107,9 @@ struct State {
 impl State {
     fn active(&self) -> &Segment {
         self.segments.back().expect("a journal always has an active segment")
+    }
+    fn find(&self, seq: Seq) -> Option<Entry> {
+        self.segments.iter().find(|s| s.last_seq().is_some_and(|l| l >= seq)).and_then(|s| s.find(seq))
     }
     fn active_mut(&mut self) -> &mut Segment {
         self.segments.back_mut().expect("a journal always has an active segment")
@@ -454,14 +458,24 @@ impl Journal {
             if hits.is_empty() {
                 return Ok(0);
             }
-            st.scratch.clear();
-            format::frame(&mut st.scratch, Kind::Ack, |o| format::encode_ack(o, id, &hits));
-            i.stage(&mut st, &[], 1)?;
+            // Released first, record second: segments the ack frees are deleted before its
+            // record is written, so a full disk can still be drained by acknowledging. Safe:
+            // deleted events were acked by every consumer; if this record is then lost, the
+            // only effect is redelivery of the rest.
             let c = st.consumers.get_mut(id).unwrap();
             for s in &hits {
                 c.pending.remove(s);
             }
-            i.counters.acked.fetch_add(hits.len() as u64, Ordering::Relaxed);
+            i.retain(&mut st);
+            st.scratch.clear();
+            format::frame(&mut st.scratch, Kind::Ack, |o| format::encode_ack(o, id, &hits));
+            if let Err(e) = i.stage(&mut st, &[], 1) {
+                // Nothing written: the events stay pending (those still stored).
+                let keep: Vec<Seq> = hits.iter().copied().filter(|s| st.find(*s).is_some()).collect();
+                let c = st.consumers.get_mut(id).unwrap();
+                c.pending.extend(keep);
+                return Err(e);
+            }
             match i.opts.fsync {
                 FsyncPolicy::Batch { .. } => {
                     if st.buf.len() >= FLUSH_AT {
@@ -474,7 +488,7 @@ impl Journal {
                 }
                 _ => i.flush(&mut st)?,
             }
-            i.retain(&mut st);
+            i.counters.acked.fetch_add(hits.len() as u64, Ordering::Relaxed);
             (st.lsn, hits.len())
         };
         if i.opts.fsync == FsyncPolicy::Always {
@@ -771,10 +785,11 @@ impl Inner {
             return Err(self.poison(JournalError::io("fsync", &path, e)));
         }
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.dur.advance(lsn, seq);
+        // The hook runs before waiters are released, so it has seen every seq they see durable.
         if let Some(hook) = &self.opts.on_durable {
             hook(seq);
         }
+        self.dur.advance(lsn, seq);
         Ok(())
     }
 
