@@ -1,6 +1,7 @@
 //! `Sandbox`: one deployment's runtime. A small pool of instances of one module, shared by
 //! the bus's worker threads; `handle` runs one event on one instance.
 
+use std::cell::RefCell;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -109,8 +110,6 @@ struct Instance {
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     handle: TypedFunc<(i32, i32), i32>,
-    /// Reused envelope buffer.
-    scratch: Vec<u8>,
 }
 
 struct PoolState {
@@ -203,6 +202,18 @@ impl Sandbox {
         result
     }
 
+    /// Benchmark hook: creates one instance (store, instantiation through `InstancePre`,
+    /// `sluice_init`) and drops it, returning how long creation took. It is counted in
+    /// `instances.created` like any other instance.
+    #[doc(hidden)]
+    pub fn measure_instantiate(&self) -> Result<Duration, SandboxError> {
+        let started = Instant::now();
+        let inst = self.create_instance()?;
+        let took = started.elapsed();
+        drop(inst);
+        Ok(took)
+    }
+
     pub fn hash(&self) -> &str {
         self.module.hash()
     }
@@ -215,11 +226,28 @@ impl Sandbox {
         &self.policy.limits
     }
 
-    /// Encodes `envelope` and runs it; see `handle_encoded`.
+    /// Encodes `envelope` (into a per-thread buffer) and runs it; see `handle_encoded`.
     pub fn handle(&self, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
-        self.run(deadline, |buf| {
-            encode_envelope_into(envelope, buf)
-                .map_err(|e| SandboxError::new(ErrorKind::GuestMemory, e.to_string()))
+        thread_local! {
+            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        BUF.with(|cell| {
+            // `run` never re-enters `handle` on this thread; a fresh Vec covers it anyway.
+            let mut owned = Vec::new();
+            let mut borrowed = cell.try_borrow_mut();
+            let buf = match borrowed.as_deref_mut() {
+                Ok(b) => b,
+                Err(_) => &mut owned,
+            };
+            match encode_envelope_into(envelope, buf) {
+                Ok(()) => self.run(buf, deadline),
+                // Not the guest's fault: no instance is touched.
+                Err(e) => self.finish(
+                    Instant::now(),
+                    Err(SandboxError::new(ErrorKind::GuestMemory, e.to_string())),
+                    CallState::default(),
+                ),
+            }
         })
     }
 
@@ -227,18 +255,10 @@ impl Sandbox {
     /// all `concurrency` instances are busy, at most until the deadline. The effective
     /// deadline is the earlier of `deadline` and now + `limits.timeout_ms`.
     pub fn handle_encoded(&self, envelope: &[u8], deadline: Option<Instant>) -> HandleResult {
-        self.run(deadline, |buf| {
-            buf.clear();
-            buf.extend_from_slice(envelope);
-            Ok(())
-        })
+        self.run(envelope, deadline)
     }
 
-    fn run(
-        &self,
-        deadline: Option<Instant>,
-        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), SandboxError>,
-    ) -> HandleResult {
+    fn run(&self, envelope: &[u8], deadline: Option<Instant>) -> HandleResult {
         let start = Instant::now();
         let budget = start + self.policy.limits.timeout();
         let deadline = deadline.map_or(budget, |d| d.min(budget));
@@ -253,9 +273,7 @@ impl Sandbox {
             Ok(i) => i,
             Err(e) => return self.finish(start, Err(e), CallState::default()),
         };
-        let mut buf = std::mem::take(&mut inst.scratch);
-        let result = fill(&mut buf).and_then(|()| self.call(&mut inst, &buf, deadline));
-        inst.scratch = buf;
+        let result = self.call(&mut inst, envelope, deadline);
         let call = std::mem::take(&mut inst.store.data_mut().call);
         match &result {
             Err(e) if e.kind().poisons_instance() => self.discard(inst),
@@ -377,7 +395,6 @@ impl Sandbox {
             memory,
             alloc,
             handle,
-            scratch: Vec::new(),
         })
     }
 
