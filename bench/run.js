@@ -408,6 +408,17 @@ async function latency(saturating) {
     const sub = bus.subscribe(TOPIC, (e) => record(e.data.t), { capacity: 65536, overflow: 'block' });
     return async () => sub.unsubscribe();
   });
+  // The same at fixed low rates: the wake-up path alone, without a backlog.
+  const fixed = [];
+  for (const r of [1000, 10_000]) {
+    if (r >= rate) continue;
+    fixed.push(
+      await latencyRun(`sluice tryPublish → sync handler (fixed rate)`, r, Math.min(LAT_MS, 1000), (stamp) => bus.tryPublish(TOPIC, { id: 'o1', amount: 42, t: stamp }), (record) => {
+        const sub = bus.subscribe(TOPIC, (e) => record(e.data.t), { capacity: 65536, overflow: 'block' });
+        return async () => sub.unsubscribe();
+      }),
+    );
+  }
   // Reference: the same pacing with the event handed over by setImmediate (pure JS, no core):
   // the floor that any handoff through the event loop pays on this machine.
   let sink;
@@ -419,7 +430,7 @@ async function latency(saturating) {
     return async () => {};
   });
   await bus.close();
-  return { sluice, hop };
+  return { sluice, hop, fixed };
 }
 
 // ---------------------------------------------------------------------------------------------
