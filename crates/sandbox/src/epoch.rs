@@ -84,8 +84,8 @@ impl Ticker {
 
     /// Ticks to wait before the epoch callback should look at the clock again: rounded up so
     /// the callback never fires early by more than one tick, and at least one.
-    pub fn ticks_until(&self, deadline: Instant) -> u64 {
-        let left = deadline.saturating_duration_since(Instant::now());
+    pub fn ticks_until(&self, deadline: Instant, now: Instant) -> u64 {
+        let left = deadline.saturating_duration_since(now);
         let tick = self.tick.as_nanos().max(1);
         (left.as_nanos().div_ceil(tick) as u64).max(1)
     }
