@@ -6,7 +6,8 @@
 
 use crate::cursor::Consumers;
 use crate::error::{JournalError, Result};
-use crate::event::{EventRecord, Seq, StoredEvent};
+use crate::event::{EventRecord, Seq};
+use crate::read::Unacked;
 use crate::fault::Faults;
 use crate::format::{self, Checkpoint, Kind};
 use crate::fsync::{Durability, FsyncPolicy, Target};
@@ -14,7 +15,6 @@ use crate::recovery::{self, RecoveryStats};
 use crate::segment::{self, Entry, Segment};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -87,9 +87,9 @@ pub enum To<'a> {
 
 const FLUSH_AT: usize = 256 << 10;
 
-struct State {
-    segments: VecDeque<Segment>,
-    consumers: Consumers,
+pub(crate) struct State {
+    pub(crate) segments: VecDeque<Segment>,
+    pub(crate) consumers: Consumers,
     next_seq: Seq,
     /// Encoded records of the active segment not yet handed to the kernel.
     buf: Vec<u8>,
@@ -132,8 +132,8 @@ struct Counters {
     retention_errors: AtomicU64,
 }
 
-struct Inner {
-    dir: PathBuf,
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
     opts: JournalOptions,
     state: Mutex<State>,
     dur: Durability,
@@ -151,7 +151,7 @@ struct Inner {
 /// A durable, append-only local journal. `Send + Sync`: share it with `Arc` and call from any
 /// thread.
 pub struct Journal {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -512,7 +512,7 @@ impl Journal {
             .consumers
             .id(consumer)
             .ok_or_else(|| JournalError::UnknownConsumer { name: consumer.to_string() })?;
-        Ok(Unacked { j: self, consumer: id, after, ready: VecDeque::new(), done: false })
+        Ok(Unacked::new(self, id, after))
     }
 
     /// How many events `consumer` has not acknowledged.
@@ -578,7 +578,7 @@ impl Drop for Journal {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves state we cannot trust: propagate it.
         self.state.lock().expect("journal state poisoned by a panic")
     }
@@ -670,7 +670,7 @@ impl Inner {
 
     /// Hands the write buffer to the kernel. On failure the partial write is cut off and the
     /// in-memory state is rebuilt from disk, so memory never claims what the disk does not hold.
-    fn flush(&self, st: &mut State) -> Result<()> {
+    pub(crate) fn flush(&self, st: &mut State) -> Result<()> {
         if st.buf.is_empty() {
             return Ok(());
         }
@@ -825,104 +825,6 @@ impl Inner {
                 return;
             }
         }
-    }
-
-    /// Up to `max` pending events of `consumer` after `after`, with where to read them.
-    fn locate(&self, consumer: u32, after: Seq, max: usize) -> Result<Option<Vec<(Entry, Arc<File>, PathBuf)>>> {
-        let mut st = self.lock();
-        // Readers see everything appended so far, including what is still buffered.
-        self.flush(&mut st)?;
-        let Some(c) = st.consumers.get(consumer) else { return Ok(None) };
-        let seqs: Vec<Seq> = c.pending.range(after + 1..).take(max).copied().collect();
-        let mut out = Vec::with_capacity(seqs.len());
-        let mut si = 0;
-        for seq in seqs {
-            while si < st.segments.len() && st.segments[si].last_seq().is_none_or(|l| l < seq) {
-                si += 1;
-            }
-            let found = st.segments.get(si).and_then(|s| s.find(seq).map(|e| (e, s.file.clone(), s.path.clone())));
-            match found {
-                Some(f) => out.push(f),
-                None => {
-                    return Err(JournalError::corrupt(&self.dir, 0, format!("pending event {seq} has no record in the index")))
-                }
-            }
-        }
-        Ok(Some(out))
-    }
-}
-
-/// Iterator over a consumer's unacknowledged events (see `Journal::unacked`).
-pub struct Unacked<'a> {
-    j: &'a Journal,
-    consumer: u32,
-    after: Seq,
-    ready: VecDeque<StoredEvent>,
-    done: bool,
-}
-
-const READ_BATCH: usize = 512;
-const READ_SPAN: u64 = 1 << 20;
-
-impl Unacked<'_> {
-    fn refill(&mut self) -> Result<()> {
-        let Some(locs) = self.j.inner.locate(self.consumer, self.after, READ_BATCH)? else {
-            self.done = true;
-            return Ok(());
-        };
-        if locs.is_empty() {
-            self.done = true;
-            return Ok(());
-        }
-        // Coalesce neighbours in one file into one read.
-        let mut i = 0;
-        let mut span = Vec::new();
-        while i < locs.len() {
-            let (e0, file, path) = &locs[i];
-            let mut j = i + 1;
-            let mut end = e0.offset + e0.len as u64;
-            while j < locs.len()
-                && Arc::ptr_eq(&locs[j].1, file)
-                && locs[j].0.offset == end
-                && end - e0.offset < READ_SPAN
-            {
-                end += locs[j].0.len as u64;
-                j += 1;
-            }
-            span.resize((end - e0.offset) as usize, 0);
-            file.read_exact_at(&mut span, e0.offset).map_err(|e| JournalError::io("read", path, e))?;
-            for (e, _, _) in &locs[i..j] {
-                let at = (e.offset - e0.offset) as usize;
-                let rec = &span[at..at + e.len as usize];
-                let bad = |r: String| JournalError::corrupt(path, e.offset, r);
-                let (kind, payload, _) = format::parse(rec).map_err(|d| bad(d.describe()))?;
-                if kind != Kind::Append {
-                    return Err(bad("index points at a non-event record".into()));
-                }
-                let ev = format::decode_append(payload).map_err(bad)?;
-                if ev.seq != e.seq {
-                    return Err(bad(format!("index says seq {}, record says {}", e.seq, ev.seq)));
-                }
-                self.ready.push_back(ev);
-            }
-            i = j;
-        }
-        self.after = locs.last().unwrap().0.seq;
-        Ok(())
-    }
-}
-
-impl Iterator for Unacked<'_> {
-    type Item = Result<StoredEvent>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.ready.is_empty() && !self.done {
-            if let Err(e) = self.refill() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
-        self.ready.pop_front().map(Ok)
     }
 }
 

@@ -25,6 +25,7 @@ mod fault;
 mod format;
 mod fsync;
 mod journal;
+mod read;
 mod recovery;
 mod segment;
 
@@ -33,7 +34,8 @@ pub use event::{Encoding, EventRecord, Seq, StoredEvent};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultKind};
 pub use fsync::FsyncPolicy;
-pub use journal::{ConsumerInfo, DurableHook, Journal, JournalOptions, JournalStats, To, Unacked};
+pub use journal::{ConsumerInfo, DurableHook, Journal, JournalOptions, JournalStats, To};
+pub use read::Unacked;
 pub use recovery::{RecoveryStats, Truncation};
 
 /// Names of the segment files in a journal directory (for tests and tooling).

@@ -8,7 +8,7 @@ use std::time::Duration;
 pub fn ev(n: u64) -> EventRecord {
     let mut e = EventRecord::new(format!("t.{}", n % 3), format!("id-{n}"), n.to_le_bytes().to_vec());
     e.time_ms = 1_700_000_000_000 + n;
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         e.attributes.push(("subject".into(), format!("s{n}")));
         e.deadline_ms = Some(n * 10);
     }
