@@ -399,7 +399,9 @@ impl Journal {
                         return r;
                     }
                     if i.closed.load(Ordering::Acquire) {
-                        return Err(JournalError::Closed { reason: "journal closed".into() });
+                        // The syncer is gone; close() fsyncs, or this waiter does it itself.
+                        drop(d);
+                        return i.sync_until(Target::Seq(seq));
                     }
                     d = i.dur.cv.wait(d).unwrap();
                 }
