@@ -108,3 +108,34 @@ fn deadline_in_the_past_is_a_timeout_without_running() {
     assert_eq!(r.outcome.error_kind(), Some(ErrorKind::Timeout));
     assert_eq!(sb.info().instances.discarded, 0);
 }
+
+#[test]
+fn logs_are_returned_even_when_the_handler_traps() {
+    let sb = deploy("probe", opts(&[]));
+    let mut p = Probe::new(0);
+    p.log(4, "about to fail").op(UNREACHABLE, 0, 0, 0, 0);
+    let r = p.run(&sb);
+    assert_eq!(r.outcome.error_kind(), Some(ErrorKind::Trap));
+    assert!(
+        r.logs
+            .iter()
+            .any(|l| l.message == "about to fail" && l.level == sluice_sandbox::LogLevel::Error),
+        "{:?}",
+        r.logs
+    );
+}
+
+#[test]
+fn envelope_fields_reach_the_guest_intact() {
+    // The probe locates its script through the envelope's length fields: with a subject and
+    // a traceparent present, a wrong offset would make it read garbage instead of status 2.
+    let sb = deploy("probe", opts(&[]));
+    let data = Probe::new(2).data();
+    let env = sluice_sandbox::Envelope {
+        subject: Some("order/42"),
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        deadline_unix_nanos: Some(1),
+        ..event(&data)
+    };
+    assert_eq!(sb.handle(&env, None).outcome, Outcome::Reject);
+}
