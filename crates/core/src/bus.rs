@@ -101,6 +101,14 @@ pub struct PendingPublish {
 }
 
 impl PendingPublish {
+    /// Bounds the wait by `ctx` instead of the publisher's Context (the event keeps the
+    /// publisher's). A dispatcher publishing a handler's emits uses this so a full queue cannot
+    /// hold its worker longer than the handler's own budget.
+    pub fn bounded_by(mut self, ctx: Context) -> Self {
+        self.ctx = Some(ctx);
+        self
+    }
+
     /// Blocks until every waiting subscription took the event or the Context ended. The waits
     /// go in order, so a publisher that awaits each publish keeps its order per subscription.
     pub fn wait(mut self) -> Result<()> {
@@ -267,7 +275,8 @@ impl Bus {
         };
         Ok(Arc::new(Event {
             id,
-            topic: init.topic.into_boxed_str(),
+            topic: init.topic.into(),
+            topic_id: None,
             time_ms: unix_now_ms(),
             subject: init.subject.map(String::into_boxed_str),
             traceparent: init.traceparent.map(String::into_boxed_str),
@@ -278,13 +287,64 @@ impl Bus {
         }))
     }
 
+    /// Interns a topic (validated once) for the fast publish path; `None` when the router's
+    /// table is full, in which case publish by name.
+    pub fn intern_topic(&self, topic: &str) -> Result<Option<u32>> {
+        self.router.intern(topic)
+    }
+
+    /// Stamps an event on an interned topic: no validation, no topic copy.
+    pub fn make_interned(&self, topic: u32, data: Vec<u8>, encoding: Encoding, ctx: Option<&Context>) -> Result<Arc<Event>> {
+        self.interned_event(topic, data, encoding, ctx, unix_now_ms())
+    }
+
+    fn interned_event(
+        &self,
+        topic: u32,
+        data: Vec<u8>,
+        encoding: Encoding,
+        ctx: Option<&Context>,
+        time_ms: u64,
+    ) -> Result<Arc<Event>> {
+        let name = self.router.topic(topic).ok_or_else(|| Error::invalid(format!("unknown topic id {topic}")))?;
+        if data.len() > MAX_DATA_BYTES {
+            return Err(Error::invalid(format!("event data is {} bytes; the limit is {MAX_DATA_BYTES}", data.len())));
+        }
+        if let Some(e) = ctx.and_then(Context::error) {
+            return Err(e);
+        }
+        Ok(Arc::new(Event {
+            id: EventId::Seq(self.seq.fetch_add(1, Ordering::Relaxed)),
+            topic: name,
+            topic_id: Some(topic),
+            time_ms,
+            subject: None,
+            traceparent: None,
+            deadline: ctx.and_then(Context::deadline),
+            ctx: ctx.filter(|c| c.can_end()).cloned(),
+            encoding,
+            data: data.into_boxed_slice(),
+        }))
+    }
+
+    /// A batch on one interned topic from one JSON array: one clock read for the batch.
+    pub fn make_batch_interned(&self, topic: u32, json_array: &[u8], ctx: Option<&Context>) -> Result<Vec<Arc<Event>>> {
+        let parts = crate::json::split_array(json_array)
+            .ok_or_else(|| Error::new(ErrorKind::Encode, "batch data is not a JSON array"))?;
+        let now = unix_now_ms();
+        parts
+            .into_iter()
+            .map(|r| self.interned_event(topic, json_array[r].to_vec(), Encoding::Json, ctx, now))
+            .collect()
+    }
+
     /// Routes an event without ever waiting. Returns whether every matching subscription took
     /// it. A full `block` subscription counts it as `dropped_full`.
     pub fn try_publish_event(&self, ev: Arc<Event>) -> Result<bool> {
         self.check_open()?;
         let mut accepted = true;
         let mut matched = false;
-        self.router.for_each_match(&ev.topic, |sub| {
+        self.router.for_each_route(&ev, |sub| {
             matched = true;
             match sub.offer(&ev) {
                 None | Some((Offer::Enqueued | Offer::EnqueuedDisplacing, _)) => {}
@@ -314,7 +374,7 @@ impl Bus {
         let mut matched = false;
         let mut waiting = Vec::new();
         let mut refused = None;
-        self.router.for_each_match(&ev.topic, |sub| {
+        self.router.for_each_route(&ev, |sub| {
             matched = true;
             match sub.offer(&ev) {
                 None | Some((Offer::Enqueued | Offer::EnqueuedDisplacing, _)) => {}

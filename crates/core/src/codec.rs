@@ -105,6 +105,7 @@ mod tests {
             Arc::new(Event {
                 id,
                 topic: "order.created".into(),
+                topic_id: None,
                 time_ms: 1000,
                 subject: Some("s\n".into()),
                 traceparent: None,

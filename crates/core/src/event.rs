@@ -2,6 +2,7 @@
 //! allocation per publish, however many subscribers see it.
 
 use crate::context::{Context, Deadline};
+use std::sync::Arc;
 
 /// How `data` is encoded. JSON payloads are kept as the publisher's UTF-8 JSON text, so they are
 /// encoded once and never re-encoded on the way to a JS subscriber.
@@ -22,7 +23,10 @@ pub enum EventId {
 #[derive(Debug)]
 pub struct Event {
     pub id: EventId,
-    pub topic: Box<str>,
+    /// Shared with the router's topic table when the topic is interned (no copy per event).
+    pub topic: Arc<str>,
+    /// The interned topic's id: routing is then an index into the route snapshot.
+    pub topic_id: Option<u32>,
     pub time_ms: u64,
     pub subject: Option<Box<str>>,
     pub traceparent: Option<Box<str>>,

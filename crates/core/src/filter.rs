@@ -290,6 +290,7 @@ mod tests {
         Event {
             id: EventId::Seq(7),
             topic: topic.into(),
+            topic_id: None,
             time_ms: 0,
             subject: Some("eu/berlin".into()),
             traceparent: None,

@@ -22,5 +22,6 @@ pub use event::{Encoding, Event, EventId, EventInit};
 pub use filter::FilterChain;
 pub use overflow::Overflow;
 pub use pattern::Pattern;
+pub use router::MAX_INTERNED_TOPICS;
 pub use queue::{Offer, QueueStats};
 pub use subscription::{Origin, SubscribeOptions, Subscription, SubscriptionStats};
