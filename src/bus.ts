@@ -1,5 +1,13 @@
 import { Buffer } from 'node:buffer';
-import { NativeBus, type NativePending, type PublishAttrs } from './native.js';
+import {
+  NativeBus,
+  publishBatchTo,
+  publishTo,
+  tryPublishBatchTo,
+  tryPublishTo,
+  type NativePending,
+  type PublishAttrs,
+} from './native.js';
 import { Context, rememberContext } from './context.js';
 import { EncodeError, InvalidArgument, fromNative } from './errors.js';
 import { Subscription } from './subscription.js';
@@ -29,6 +37,9 @@ export interface BusOptions {
 }
 
 type DataOf<E extends EventMap, K> = K extends keyof E ? E[K] : unknown;
+
+/** Bounds the JS-side topic cache like the core bounds its table. */
+const MAX_CACHED_TOPICS = 4096;
 
 /** Encodes event data once, on the publisher's thread. Byte arrays travel as bytes. */
 function encode(data: unknown): string {
@@ -64,6 +75,9 @@ function positiveInt(v: number | undefined, name: string, fallback: number): num
  */
 export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   readonly #native: NativeBus;
+  readonly #handle: ReturnType<NativeBus['handle']>;
+  /** Topic → interned id (null: the core's table is full; publish by name). */
+  readonly #topics = new Map<string, number | null>();
   readonly #subs = new Set<Subscription>();
   readonly #streams = new Set<EventStream<SluiceEvent>>();
   #closing: Promise<void> | undefined;
@@ -75,6 +89,21 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     } catch (e) {
       throw fromNative(e);
     }
+    this.#handle = this.#native.handle();
+  }
+
+  /** The interned id of a topic (validated once by the core), or null to publish by name. */
+  #topicId(type: string): number | null {
+    let id = this.#topics.get(type);
+    if (id === undefined) {
+      try {
+        id = this.#native.internTopic(type);
+      } catch (e) {
+        throw fromNative(e);
+      }
+      if (this.#topics.size < MAX_CACHED_TOPICS) this.#topics.set(type, id);
+    }
+    return id;
   }
 
   /** Delivers events matching `pattern` (`order.created`, `order.*`, `order.>`) to `handler`. */
@@ -132,11 +161,19 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
    */
   async publish<K extends keyof E & string>(type: K, data: DataOf<E, K>, options?: PublishOptions): Promise<void> {
     const ctx = options?.ctx;
-    const pending = this.#call(() =>
-      data instanceof Uint8Array
-        ? this.#native.publishBytes(type, data, ctx?.native, attrsOf(options))
-        : this.#native.publish(type, encode(data), ctx?.native, attrsOf(options)),
-    );
+    const attrs = attrsOf(options);
+    let pending: NativePending | null;
+    try {
+      const id = attrs === null && !(data instanceof Uint8Array) ? this.#topicId(type) : null;
+      pending =
+        id !== null
+          ? publishTo(this.#handle, id, encode(data), ctx?.native)
+          : data instanceof Uint8Array
+            ? this.#native.publishBytes(type, data, ctx?.native, attrs)
+            : this.#native.publish(type, encode(data), ctx?.native, attrs);
+    } catch (e) {
+      throw fromNative(e);
+    }
     if (ctx) rememberContext(ctx);
     if (pending) await this.#wait(pending);
   }
@@ -144,11 +181,19 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   /** Publishes without ever waiting. `false` if any matching queue dropped or refused it. */
   tryPublish<K extends keyof E & string>(type: K, data: DataOf<E, K>, options?: PublishOptions): boolean {
     const ctx = options?.ctx;
-    const ok = this.#call(() =>
-      data instanceof Uint8Array
-        ? this.#native.tryPublishBytes(type, data, ctx?.native, attrsOf(options))
-        : this.#native.tryPublish(type, encode(data), ctx?.native, attrsOf(options)),
-    );
+    const attrs = attrsOf(options);
+    let ok: boolean;
+    try {
+      const id = attrs === null && !(data instanceof Uint8Array) ? this.#topicId(type) : null;
+      ok =
+        id !== null
+          ? tryPublishTo(this.#handle, id, encode(data), ctx?.native)
+          : data instanceof Uint8Array
+            ? this.#native.tryPublishBytes(type, data, ctx?.native, attrs)
+            : this.#native.tryPublish(type, encode(data), ctx?.native, attrs);
+    } catch (e) {
+      throw fromNative(e);
+    }
     if (ctx) rememberContext(ctx);
     return ok;
   }
@@ -167,7 +212,10 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       return;
     }
     const [topics, json] = this.#encodeBatch(events);
-    const pending = this.#call(() => this.#native.publishBatch(topics, json, ctx?.native));
+    const id = topics.length === 1 ? this.#topicId(topics[0]!) : null;
+    const pending = this.#call(() =>
+      id !== null ? publishBatchTo(this.#handle, id, json, ctx?.native) : this.#native.publishBatch(topics, json, ctx?.native),
+    );
     if (ctx) rememberContext(ctx);
     if (pending) await this.#wait(pending);
   }
@@ -179,7 +227,10 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   ): number {
     const ctx = options?.ctx;
     const [topics, json] = this.#encodeBatch(events);
-    const n = this.#call(() => this.#native.tryPublishBatch(topics, json, ctx?.native));
+    const id = topics.length === 1 ? this.#topicId(topics[0]!) : null;
+    const n = this.#call(() =>
+      id !== null ? tryPublishBatchTo(this.#handle, id, json, ctx?.native) : this.#native.tryPublishBatch(topics, json, ctx?.native),
+    );
     if (ctx) rememberContext(ctx);
     return n;
   }

@@ -1,3 +1,12 @@
 // The generated napi-rs loader. Internal: users import the TypeScript API.
-export { NativeBus, NativeContext, NativePending, NativeSubscription } from '../index.js';
+export {
+  NativeBus,
+  NativeContext,
+  NativePending,
+  NativeSubscription,
+  publishBatchTo,
+  publishTo,
+  tryPublishBatchTo,
+  tryPublishTo,
+} from '../index.js';
 export type { BusInit, PublishAttrs, SubscribeInit } from '../index.js';

@@ -29,6 +29,7 @@ export class Subscription implements Disposable {
   #sawAsync = false;
   #sawSync = false;
   #pumping = false;
+  #refillQueued = false;
   #closed = false;
   #failed = 0;
   #filtered = 0;
@@ -191,8 +192,17 @@ export class Subscription implements Disposable {
   #done(): void {
     this.#inflight--;
     if (this.#closed) return this.#settleIdle();
-    this.#pump();
+    // Handlers finishing in the same tick refill their slots with one take, not one each.
+    if (!this.#refillQueued) {
+      this.#refillQueued = true;
+      queueMicrotask(this.#refill);
+    }
   }
+
+  #refill = (): void => {
+    this.#refillQueued = false;
+    this.#pump();
+  };
 
   #fail(error: unknown, event: SluiceEvent): void {
     this.#failed++;

@@ -2,7 +2,7 @@ use crate::context::NativeContext;
 use crate::guard::guard;
 use crate::pending::{NativePending, Waiting};
 use crate::subscription::NativeSubscription;
-use napi::bindgen_prelude::Uint8Array;
+use napi::bindgen_prelude::{External, Uint8Array};
 use napi_derive::napi;
 use sluice_core::overflow::validate_capacity;
 use sluice_core::{Bus, BusOptions, Delivery, Encoding, EventInit, FilterChain, Overflow};
@@ -192,4 +192,75 @@ impl NativeBus {
     pub fn closed(&self) -> bool {
         self.inner.is_closed()
     }
+
+    /// A handle for the hot-path functions below: they take it as an External, which skips
+    /// the per-call borrow bookkeeping napi-rs does for class receivers.
+    #[napi(ts_return_type = "ExternalObject<'BusHandle'>")]
+    pub fn handle(&self) -> External<Arc<Bus>> {
+        External::new(self.inner.clone())
+    }
+
+    /// Validates a topic once and returns its id for the `…To` functions, or `null` when the
+    /// table of interned topics is full (publish by name then).
+    #[napi]
+    pub fn intern_topic(&self, topic: String) -> napi::Result<Option<u32>> {
+        guard(|| self.inner.intern_topic(&topic))
+    }
+}
+
+/// `tryPublish` on an interned topic.
+#[napi]
+pub fn try_publish_to(
+    #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
+    topic: u32,
+    json: String,
+    ctx: Option<&NativeContext>,
+) -> napi::Result<bool> {
+    guard(|| {
+        let c = ctx.map(|c| &c.inner);
+        bus.try_publish_event(bus.make_interned(topic, json.into_bytes(), Encoding::Json, c)?)
+    })
+}
+
+/// `publish` on an interned topic: `null` when done, else a pending wait.
+#[napi]
+pub fn publish_to(
+    #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
+    topic: u32,
+    json: String,
+    ctx: Option<&NativeContext>,
+) -> napi::Result<Option<NativePending>> {
+    guard(|| {
+        let c = ctx.map(|c| &c.inner);
+        bus.publish_event(bus.make_interned(topic, json.into_bytes(), Encoding::Json, c)?, c).map(pending)
+    })
+}
+
+/// `tryPublishBatch` of one interned topic: `json` is the array of the events' data.
+#[napi]
+pub fn try_publish_batch_to(
+    #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
+    topic: u32,
+    json: String,
+    ctx: Option<&NativeContext>,
+) -> napi::Result<u32> {
+    guard(|| {
+        let c = ctx.map(|c| &c.inner);
+        bus.try_publish_batch(bus.make_batch_interned(topic, json.as_bytes(), c)?)
+    })
+}
+
+/// `publishBatch` of one interned topic.
+#[napi]
+pub fn publish_batch_to(
+    #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
+    topic: u32,
+    json: String,
+    ctx: Option<&NativeContext>,
+) -> napi::Result<Option<NativePending>> {
+    guard(|| {
+        let c = ctx.map(|c| &c.inner);
+        let events = bus.make_batch_interned(topic, json.as_bytes(), c)?;
+        Ok(bus.publish_batch(events, c)?.map(|b| NativePending::new(Waiting::Batch(b, (**bus).clone()))))
+    })
 }

@@ -8,7 +8,7 @@ mod guard;
 mod pending;
 mod subscription;
 
-pub use bus::NativeBus;
+pub use bus::{publish_batch_to, publish_to, try_publish_batch_to, try_publish_to, NativeBus};
 pub use context::NativeContext;
 pub use pending::NativePending;
 pub use subscription::NativeSubscription;
