@@ -12,6 +12,8 @@
 //! The guest ABI is specified in `docs/abi.md`.
 
 pub mod abi;
+mod deployment;
+mod dispatch;
 mod engine;
 pub mod envelope;
 mod epoch;
@@ -24,6 +26,7 @@ mod stats;
 pub mod topic;
 
 pub use abi::{check_guest_range, LogLevel, ABI_VERSION};
+pub use deployment::{DeployError, DeploySpec, Deployment, DeploymentInfo, Deployments};
 pub use engine::{EngineConfig, SandboxEngine};
 pub use envelope::{
     decode_envelope, encode_envelope, encode_envelope_into, Envelope, EnvelopeError,

@@ -1,0 +1,160 @@
+//! The worker threads of a deployment: take events from the deployment's subscriptions in
+//! batches, run them in the sandbox, publish what the guest emitted. Workers spin briefly before
+//! parking (waking a parked thread costs tens of microseconds on these VMs) and park with the
+//! queues armed, so a publish wakes exactly one of them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use sluice_core::{Bus, Context, Delivery, Encoding, Event, EventId, EventInit, Subscription};
+
+use crate::deployment::Shared;
+use crate::envelope::Envelope;
+use crate::host::Emit;
+use crate::pool::{Outcome, Sandbox};
+
+/// Events taken per queue visit. Small enough that a second worker gets work quickly.
+const BATCH: usize = 32;
+/// How long an idle worker spins before it parks.
+const SPIN: Duration = Duration::from_micros(50);
+/// A parked worker looks again this often even without a wake-up (defence in depth).
+const PARK: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+pub(crate) struct Wakeup {
+    parked: Mutex<Vec<Thread>>,
+    count: AtomicUsize,
+}
+
+impl Wakeup {
+    /// Called by publishers (through the queue's waker): unpark one parked worker.
+    pub fn wake_one(&self) {
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if let Some(t) = self.parked.lock().unwrap().pop() {
+            t.unpark();
+        }
+    }
+
+    pub fn wake_all(&self) {
+        for t in self.parked.lock().unwrap().drain(..) {
+            t.unpark();
+        }
+    }
+
+    /// Parks the calling worker until a publish wakes it. Arms every queue first and does not
+    /// sleep if one of them already has events (no lost wake-up).
+    fn park(&self, subs: &[Arc<Subscription>], shared: &Shared) {
+        let me = thread::current();
+        self.parked.lock().unwrap().push(me.clone());
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let pending = subs.iter().fold(false, |any, s| s.queue().arm() | any);
+        if !pending && !shared.stop.load(Ordering::SeqCst) {
+            thread::park_timeout(PARK);
+        }
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.parked.lock().unwrap().retain(|t| t.id() != me.id());
+    }
+}
+
+pub(crate) fn worker_loop(bus: &Bus, sandbox: &Sandbox, subs: &[Arc<Subscription>], shared: &Shared) {
+    let mut batch: Vec<Arc<Event>> = Vec::with_capacity(BATCH);
+    let mut id = String::new();
+    let mut idle_since: Option<Instant> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let mut got = 0;
+        for sub in subs {
+            batch.clear();
+            let n = sub.take(BATCH, &mut batch);
+            if n == BATCH {
+                // More than one worker's worth: share it.
+                shared.wakeup.wake_one();
+            }
+            got += n;
+            for ev in batch.drain(..) {
+                handle_one(bus, sandbox, sub, &ev, shared, &mut id);
+            }
+        }
+        if got > 0 {
+            idle_since = None;
+            continue;
+        }
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        idle_since = None;
+        shared.wakeup.park(subs, shared);
+    }
+}
+
+fn render_id(sub: &Subscription, ev: &Event, out: &mut String) {
+    out.clear();
+    match &ev.id {
+        EventId::Seq(n) => {
+            let _ = write!(out, "{}-{n}", sub.origin().id_prefix);
+        }
+        EventId::Given(s) => out.push_str(s),
+    }
+}
+
+fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Subscription, ev: &Event, shared: &Shared, id: &mut String) {
+    render_id(sub, ev, id);
+    let envelope = Envelope {
+        id,
+        event_type: &ev.topic,
+        source: &sub.origin().source,
+        time_unix_nanos: (ev.time_ms as i64).saturating_mul(1_000_000),
+        subject: ev.subject.as_deref(),
+        traceparent: ev.traceparent.as_deref(),
+        deadline_unix_nanos: ev.deadline.map(|d| (d.unix_ms as i64).saturating_mul(1_000_000)),
+        data: &ev.data,
+    };
+    let result = sandbox.handle(&envelope, ev.deadline.map(|d| d.at));
+    match result.outcome {
+        Outcome::Ack => publish_emits(bus, sandbox, ev, result.emits, shared),
+        // Retry and dead-lettering arrive with delivery settings; until then the event is
+        // counted as failed on its subscription and by outcome in the deployment's info.
+        Outcome::Retry | Outcome::Reject | Outcome::Error(_) => {
+            sub.queue().count_failed(1);
+            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Publishes a handler's emits as children of `parent`: same Context (so the deadline flows
+/// on) and same trace context. Data that is valid JSON travels as JSON, anything else as bytes.
+fn publish_emits(bus: &Bus, sandbox: &Sandbox, parent: &Event, emits: Vec<Emit>, shared: &Shared) {
+    let counters = &shared.counters;
+    for emit in emits {
+        let encoding = if serde_json::from_slice::<serde::de::IgnoredAny>(&emit.data).is_ok() {
+            Encoding::Json
+        } else {
+            Encoding::Binary
+        };
+        let init = EventInit {
+            topic: emit.topic,
+            traceparent: parent.traceparent.as_deref().map(str::to_owned),
+            encoding: Some(encoding),
+            data: emit.data,
+            ..Default::default()
+        };
+        let outcome = bus.make_event(init, parent.ctx.as_ref()).and_then(|child| bus.publish_event(child, None));
+        let ok = match outcome {
+            Ok(Delivery::Done { .. }) => true,
+            Ok(Delivery::Pending(p)) => {
+                // A full `block` queue may hold this worker at most the handler's own budget.
+                let wait = parent.ctx.clone().unwrap_or_else(Context::background).with_timeout(sandbox.limits().timeout());
+                p.bounded_by(wait).wait().is_ok()
+            }
+            Err(_) => false,
+        };
+        let counter = if ok { &counters.emits_published } else { &counters.emits_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
