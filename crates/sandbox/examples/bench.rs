@@ -97,6 +97,40 @@ fn instantiate(label: &str, sb: &Sandbox) {
     );
 }
 
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Resident memory added per idle instance (store + instance + whatever guest pages its
+/// start function and `sluice_init` touched), averaged over 200 instances on a fresh engine.
+fn idle_memory(label: &str, bytes: &[u8], emits: &[&str]) {
+    const N: usize = 200;
+    let engine = SandboxEngine::new(EngineConfig::default()).unwrap();
+    let module = ModuleRegistry::new(engine).compile(bytes).unwrap();
+    let before = resident_bytes();
+    let sb = Sandbox::new(
+        module,
+        SandboxOptions {
+            emits: emits.iter().map(|s| s.to_string()).collect(),
+            concurrency: N,
+            ..SandboxOptions::default()
+        },
+    )
+    .unwrap();
+    sb.prewarm().unwrap();
+    let after = resident_bytes();
+    println!(
+        "idle instance {label:<26} {:>6.1} KiB resident each ({N} instances)",
+        after.saturating_sub(before) as f64 / N as f64 / 1024.0
+    );
+}
+
 /// Single-thread loop over `handle` (encoding included) and `handle_encoded`.
 fn calls(label: &str, sb: &Sandbox, data: &[u8], n: u32) {
     let env = envelope(data);
@@ -197,6 +231,20 @@ fn main() {
     for (label, bytes, emits) in &wasm {
         let sb = deploy(&metered, bytes, limits.clone(), emits);
         instantiate(label, &sb);
+    }
+    // Same, with every reused pool slot reset by madvise instead of memset.
+    let madvise = SandboxEngine::new(EngineConfig {
+        keep_resident_bytes: 0,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    for (label, bytes, emits) in &wasm {
+        let sb = deploy(&madvise, bytes, limits.clone(), emits);
+        instantiate(&format!("{label}, no keep-resident"), &sb);
+    }
+
+    for (label, bytes, emits) in &wasm {
+        idle_memory(label, bytes, emits);
     }
 
     let trivial = fixture("trivial");

@@ -31,6 +31,10 @@ pub struct EngineConfig {
     pub fuel: bool,
     /// Compile functions of one module on several threads.
     pub parallel_compilation: bool,
+    /// Bytes of each linear memory (and table) zeroed with memset instead of `madvise` when an
+    /// instance is dropped, so the next instance in that pool slot takes fewer page faults.
+    /// Trades a little resident memory per warm slot for faster replacement.
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +46,7 @@ impl Default for EngineConfig {
             tick: Duration::from_millis(1),
             fuel: true,
             parallel_compilation: true,
+            keep_resident_bytes: 64 << 10,
         }
     }
 }
@@ -84,7 +89,9 @@ impl SandboxEngine {
             .total_tables(config.max_instances)
             .max_memories_per_module(1)
             .max_tables_per_module(1)
-            .max_memory_size(config.max_memory_bytes);
+            .max_memory_size(config.max_memory_bytes)
+            .linear_memory_keep_resident(config.keep_resident_bytes)
+            .table_keep_resident(config.keep_resident_bytes);
 
         let mut c = Config::new();
         c.epoch_interruption(true)
