@@ -33,8 +33,13 @@ export declare class NativeBus {
   stats(): string
   /** Stop accepting publishes; queued events stay for consumers. */
   close(): void
-  /** Close every subscription; returns how many queued events were dropped (counted). */
+  /**
+   * Stop every deployment, then close every subscription; returns how many queued events
+   * were dropped (counted).
+   */
   shutdown(): number
+  /** Compiles `wasm` off the JS thread and starts it on its topics. */
+  deploy(name: string, wasm: Uint8Array, init: DeployInit): Promise<NativeDeployment>
   get closed(): boolean
   /**
    * A handle for the hot-path functions below: they take it as an External, which skips
@@ -65,6 +70,15 @@ export declare class NativeContext {
   get deadline(): number | null
   /** Milliseconds left before the deadline, if any. */
   remainingMs(): number | null
+}
+
+export declare class NativeDeployment {
+  get name(): string
+  /** `sha256:<hex>` of the module bytes. */
+  get hash(): string
+  /** Instances, limits, counters per outcome, latency percentiles, queues — as JSON. */
+  info(): string
+  undeploy(): Promise<boolean>
 }
 
 /**
@@ -110,6 +124,18 @@ export interface BusInit {
   capacity?: number
   overflow?: string
   source?: string
+}
+
+export interface DeployInit {
+  topics: Array<string>
+  emits?: Array<string>
+  concurrency?: number
+  memoryBytes?: number
+  timeoutMs?: number
+  fuel?: number
+  config?: Uint8Array
+  capacity?: number
+  overflow?: string
 }
 
 /** Optional CloudEvents attributes of one publish. */

@@ -773,9 +773,14 @@ if (
   }
 }
 
-const { NativeBus, NativeContext, NativePending, NativeSubscription } = nativeBinding
+const { NativeBus, NativeContext, NativeDeployment, NativePending, NativeSubscription, publishBatchTo, publishTo, tryPublishBatchTo, tryPublishTo } = nativeBinding
 export { NativeBus }
 export { NativeContext }
+export { NativeDeployment }
 export { NativePending }
 export { NativeSubscription }
+export { publishBatchTo }
+export { publishTo }
+export { tryPublishBatchTo }
+export { tryPublishTo }
 export const __napiBindingTarget = __napiLoadedBindingTarget

@@ -1,4 +1,5 @@
 import { Buffer } from 'node:buffer';
+import { readFile } from 'node:fs/promises';
 import {
   NativeBus,
   publishBatchTo,
@@ -9,9 +10,10 @@ import {
   type PublishAttrs,
 } from './native.js';
 import { Context, rememberContext } from './context.js';
-import { EncodeError, InvalidArgument, fromNative } from './errors.js';
+import { EncodeError, InvalidArgument, Unsupported, fromNative } from './errors.js';
 import { Subscription } from './subscription.js';
 import { EventStream } from './stream.js';
+import { Deployment, type DeployOptions } from './deployment.js';
 import type {
   BusStats,
   CloseOptions,
@@ -245,6 +247,44 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       throw new EncodeError('tryPublishBatch carries JSON data only; publish byte arrays one by one');
     }
     return [topics, encode(data)];
+  }
+
+  /**
+   * Deploys a WebAssembly handler (bytes, or a path/URL to a `.wasm` file) on `topics`. The
+   * module is compiled off the JS thread and cached by its SHA-256; events routed to it are
+   * handled on Rust worker threads and never enter JS. Deploying the same bytes again under the
+   * same name returns the running deployment.
+   */
+  async deploy(name: string, wasm: Uint8Array | string | URL, options: DeployOptions): Promise<Deployment> {
+    if (!options || !Array.isArray(options.topics)) throw new InvalidArgument('deploy needs options.topics, an array of topics');
+    if (options.isolation !== undefined && options.isolation !== 'in-process') {
+      throw new Unsupported(`isolation '${String(options.isolation)}' is not available in this version; only 'in-process'`);
+    }
+    const bytes = wasm instanceof Uint8Array ? wasm : await readFile(wasm);
+    const cfg = options.config;
+    const config =
+      cfg === undefined
+        ? undefined
+        : cfg instanceof Uint8Array
+          ? cfg
+          : Buffer.from(typeof cfg === 'string' ? cfg : JSON.stringify(cfg));
+    const limits = options.limits ?? {};
+    try {
+      const native = await this.#native.deploy(name, bytes, {
+        topics: options.topics,
+        emits: options.emits,
+        concurrency: options.concurrency,
+        memoryBytes: limits.memoryBytes,
+        timeoutMs: limits.timeoutMs,
+        fuel: limits.fuel,
+        config,
+        capacity: options.capacity,
+        overflow: options.overflow,
+      });
+      return new Deployment(native);
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
 
   /** Counters for the bus and each subscription. */

@@ -54,6 +54,23 @@ export class Unsupported extends SluiceError {
   }
 }
 
+/** A WASM handler or module failed: `ERR_COMPILE`, `ERR_TRAP`, `ERR_TIMEOUT`, `ERR_MEMORY_LIMIT`, … */
+export class SandboxError extends SluiceError {}
+
+const sandboxCodes = new Set([
+  'ERR_COMPILE',
+  'ERR_INVALID_CONFIG',
+  'ERR_INSTANTIATE',
+  'ERR_TIMEOUT',
+  'ERR_FUEL_EXHAUSTED',
+  'ERR_MEMORY_LIMIT',
+  'ERR_STACK_OVERFLOW',
+  'ERR_TRAP',
+  'ERR_GUEST_MEMORY',
+  'ERR_HANDLER_STATUS',
+  'ERR_EXISTS',
+]);
+
 const byCode: Record<string, new (message: string, options?: { cause?: unknown }) => SluiceError> = {
   ERR_CANCELED: Canceled,
   ERR_DEADLINE_EXCEEDED: DeadlineExceeded,
@@ -76,5 +93,7 @@ export function fromNative(e: unknown): Error {
     return e;
   }
   const Ctor = byCode[m[1]!];
-  return Ctor ? new Ctor(m[2]!, { cause: e }) : new SluiceError(m[1]!, m[2]!, { cause: e });
+  if (Ctor) return new Ctor(m[2]!, { cause: e });
+  if (sandboxCodes.has(m[1]!)) return new SandboxError(m[1]!, m[2]!, { cause: e });
+  return new SluiceError(m[1]!, m[2]!, { cause: e });
 }

@@ -2,6 +2,7 @@ export { Bus, type BusOptions } from './bus.js';
 export { Context } from './context.js';
 export { Subscription } from './subscription.js';
 export { EventStream } from './stream.js';
+export { Deployment, type DeployOptions, type DeployLimits, type DeploymentInfo } from './deployment.js';
 export {
   SluiceError,
   Canceled,
@@ -11,6 +12,7 @@ export {
   InvalidArgument,
   EncodeError,
   Unsupported,
+  SandboxError,
 } from './errors.js';
 export type {
   BusStats,

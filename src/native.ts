@@ -2,6 +2,7 @@
 export {
   NativeBus,
   NativeContext,
+  NativeDeployment,
   NativePending,
   NativeSubscription,
   publishBatchTo,

@@ -1,7 +1,11 @@
 // Builds every handler in examples/ to build/<name>.wasm with the flags the sluice ABI needs.
-//   cd guest/assemblyscript && npm install && npm run build
+//   npm run build:guests (from the repository root; `npm install` there brings assemblyscript)
 import asc from "assemblyscript/asc";
 import { readdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+// Paths below are relative to this folder, wherever the build is started from.
+process.chdir(fileURLToPath(new URL(".", import.meta.url)));
 
 const examples = readdirSync(new URL("./examples", import.meta.url)).filter((f) => f.endsWith(".ts"));
 let failed = false;

@@ -332,6 +332,13 @@ impl Queue {
         self.consumer.dropped_closed.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A consumer took an event whose Context ended before it could start it: it moves from
+    /// `delivered` to `expired`.
+    pub fn return_expired(&self, n: u64) {
+        self.consumer.delivered.fetch_sub(n, Ordering::Relaxed);
+        self.consumer.expired.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn count_failed(&self, n: u64) {
         self.consumer.failed.fetch_add(n, Ordering::Relaxed);
     }

@@ -1,11 +1,13 @@
 use crate::context::NativeContext;
+use crate::deployment::DeployTask;
 use crate::guard::guard;
 use crate::pending::{NativePending, Waiting};
 use crate::subscription::NativeSubscription;
-use napi::bindgen_prelude::{External, Uint8Array};
+use napi::bindgen_prelude::{AsyncTask, External, Uint8Array};
 use napi_derive::napi;
 use sluice_core::overflow::validate_capacity;
 use sluice_core::{Bus, BusOptions, Delivery, Encoding, EventInit, FilterChain, Overflow};
+use sluice_sandbox::{DeploySpec, Deployments, SandboxOptions};
 use std::sync::Arc;
 
 #[napi(object)]
@@ -22,6 +24,49 @@ pub struct SubscribeInit {
     /// Declarative filter chain, JSON.
     pub filter: Option<String>,
     pub name: Option<String>,
+}
+
+#[napi(object)]
+pub struct DeployInit {
+    pub topics: Vec<String>,
+    pub emits: Option<Vec<String>>,
+    pub concurrency: Option<u32>,
+    pub memory_bytes: Option<f64>,
+    pub timeout_ms: Option<f64>,
+    pub fuel: Option<f64>,
+    pub config: Option<Uint8Array>,
+    pub capacity: Option<f64>,
+    pub overflow: Option<String>,
+}
+
+/// A whole non-negative number from JS, or a typed error naming the option.
+fn whole(v: f64, what: &str) -> sluice_core::Result<u64> {
+    if !v.is_finite() || v < 0.0 || v.fract() != 0.0 || v > 9_007_199_254_740_991.0 {
+        return Err(sluice_core::Error::invalid(format!("{what} must be a whole number >= 0, got {v}")));
+    }
+    Ok(v as u64)
+}
+
+fn deploy_spec(init: DeployInit, bus: &Bus) -> sluice_core::Result<DeploySpec> {
+    let mut sandbox = SandboxOptions::default();
+    if let Some(m) = init.memory_bytes {
+        sandbox.limits.memory_bytes = whole(m, "limits.memoryBytes")? as usize;
+    }
+    if let Some(t) = init.timeout_ms {
+        sandbox.limits.timeout_ms = whole(t, "limits.timeoutMs")?;
+    }
+    if let Some(f) = init.fuel {
+        sandbox.limits.fuel = Some(whole(f, "limits.fuel")?);
+    }
+    sandbox.emits = init.emits.unwrap_or_default();
+    sandbox.config = init.config.map(|c| c.to_vec()).unwrap_or_default();
+    sandbox.concurrency = init.concurrency.unwrap_or(1) as usize;
+    Ok(DeploySpec {
+        topics: init.topics,
+        capacity: Some(capacity(init.capacity, bus.defaults().capacity)?),
+        overflow: init.overflow.as_deref().map(Overflow::parse).transpose()?,
+        sandbox,
+    })
 }
 
 /// Optional CloudEvents attributes of one publish.
@@ -57,6 +102,7 @@ fn pending(d: Delivery) -> Option<NativePending> {
 #[napi]
 pub struct NativeBus {
     inner: Arc<Bus>,
+    deployments: Arc<Deployments>,
 }
 
 #[napi]
@@ -70,7 +116,8 @@ impl NativeBus {
                 overflow: init.overflow.as_deref().map(Overflow::parse).transpose()?.unwrap_or(d.overflow),
                 source: init.source.unwrap_or(d.source),
             };
-            Ok(NativeBus { inner: Arc::new(Bus::new(opts)?) })
+            let inner = Arc::new(Bus::new(opts)?);
+            Ok(NativeBus { deployments: Arc::new(Deployments::new(inner.clone())), inner })
         })
     }
 
@@ -182,10 +229,27 @@ impl NativeBus {
         self.inner.close();
     }
 
-    /// Close every subscription; returns how many queued events were dropped (counted).
+    /// Stop every deployment, then close every subscription; returns how many queued events
+    /// were dropped (counted).
     #[napi]
     pub fn shutdown(&self) -> napi::Result<f64> {
-        guard(|| Ok(self.inner.shutdown() as f64))
+        guard(|| {
+            self.deployments.stop_all();
+            Ok(self.inner.shutdown() as f64)
+        })
+    }
+
+    /// Compiles `wasm` off the JS thread and starts it on its topics.
+    #[napi(ts_return_type = "Promise<NativeDeployment>")]
+    pub fn deploy(&self, name: String, wasm: Uint8Array, init: DeployInit) -> napi::Result<AsyncTask<DeployTask>> {
+        guard(|| {
+            Ok(AsyncTask::new(DeployTask {
+                deployments: self.deployments.clone(),
+                name,
+                bytes: wasm.to_vec(),
+                spec: deploy_spec(init, &self.inner)?,
+            }))
+        })
     }
 
     #[napi(getter)]

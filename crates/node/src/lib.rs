@@ -4,11 +4,13 @@
 
 mod bus;
 mod context;
+mod deployment;
 mod guard;
 mod pending;
 mod subscription;
 
 pub use bus::{publish_batch_to, publish_to, try_publish_batch_to, try_publish_to, NativeBus};
 pub use context::NativeContext;
+pub use deployment::NativeDeployment;
 pub use pending::NativePending;
 pub use subscription::NativeSubscription;

@@ -277,6 +277,12 @@ impl Deployment {
     }
 }
 
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment").field("name", &self.name).field("hash", &self.hash()).finish_non_exhaustive()
+    }
+}
+
 impl Drop for Deployment {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);

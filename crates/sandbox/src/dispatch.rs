@@ -104,6 +104,11 @@ fn render_id(sub: &Subscription, ev: &Event, out: &mut String) {
 }
 
 fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Subscription, ev: &Event, shared: &Shared, id: &mut String) {
+    // Waiting behind earlier events of the batch may have outlived the event's Context.
+    if ev.expired() {
+        sub.queue().return_expired(1);
+        return;
+    }
     render_id(sub, ev, id);
     let envelope = Envelope {
         id,

@@ -1,9 +1,5 @@
-//! The C header's example handler through the sandbox. Needs clang and lld (Debian: `apt-get
-//! install clang lld`), so it is ignored by default:
-//!
-//!   mkdir -p guest/c/build && clang --target=wasm32 -O2 -nostdlib -Wl,--no-entry \
-//!       -Wl,--export-dynamic -I guest/c -o guest/c/build/threshold.wasm guest/c/examples/threshold.c
-//!   cargo test -p sluice-sandbox --test guest_c -- --ignored
+//! The C header's example handler through the sandbox. `npm run build:guests` compiles it with
+//! Debian's clang and lld (`npm test` installs them when missing).
 
 mod common;
 use common::*;
@@ -34,7 +30,6 @@ fn order<'a>(id: &'a str, data: &'a [u8]) -> Envelope<'a> {
 }
 
 #[test]
-#[ignore = "needs guest/c/build/threshold.wasm (clang --target=wasm32)"]
 fn c_threshold_handler() {
     let sb = threshold("").unwrap();
     let r = sb.handle(&order("o-9", b"1200"), None);

@@ -1,0 +1,130 @@
+//! Deployments on a real bus: events routed to a WASM handler run on worker threads, emits are
+//! published back into the bus, failures are counted, undeploy stops consumption.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_core::{Bus, BusOptions, Context, EventInit};
+use sluice_sandbox::{DeploySpec, Deployments, Limits, SandboxOptions};
+
+/// Acks every event and emits `{"ok":true}` on `out.x`.
+const EMITTER: &str = r#"(module
+  (import "sluice" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "out.x{\"ok\":true}")
+  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "sluice_handle") (param i32 i32) (result i32)
+    (drop (call $emit (i32.const 0) (i32.const 5) (i32.const 5) (i32.const 11)))
+    (i32.const 0)))"#;
+
+fn spec(topics: &[&str], emits: &[&str], concurrency: usize) -> DeploySpec {
+    DeploySpec {
+        topics: topics.iter().map(|s| s.to_string()).collect(),
+        capacity: None,
+        overflow: None,
+        sandbox: SandboxOptions {
+            limits: Limits { timeout_ms: 50, ..Limits::default() },
+            emits: emits.iter().map(|s| s.to_string()).collect(),
+            config: Vec::new(),
+            concurrency,
+        },
+    }
+}
+
+fn publish(bus: &Bus, topic: &str, ctx: Option<&Context>) {
+    let init = EventInit { topic: topic.into(), data: b"{}".to_vec(), ..Default::default() };
+    match bus.publish(init, ctx).unwrap() {
+        sluice_core::Delivery::Done { .. } => {}
+        sluice_core::Delivery::Pending(p) => p.wait().unwrap(),
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn handles_on_workers_and_publishes_emits_under_the_parent_context() {
+    let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
+    let deployments = Deployments::new(bus.clone());
+    let out = bus.subscribe("out.*", bus.subscribe_options()).unwrap();
+    let bytes = wat::parse_str(EMITTER).unwrap();
+    let dep = deployments.deploy("emitter", &bytes, &spec(&["in.*"], &["out.*"], 2)).unwrap();
+    let ctx = Context::background().with_timeout(Duration::from_secs(30));
+    for _ in 0..200 {
+        publish(&bus, "in.a", Some(&ctx));
+    }
+    wait_for("200 emits", || out.queue().len() == 200);
+    let mut got = Vec::new();
+    out.take(1000, &mut got);
+    assert!(got.iter().all(|e| &*e.data == br#"{"ok":true}"# && e.deadline == ctx.deadline()));
+    assert!(got.iter().all(|e| e.ctx.as_ref().map(|c| c.id()) == Some(ctx.id())), "children carry the parent's Context");
+    let info = dep.info();
+    assert_eq!((info.outcomes.ack, info.emits_published, info.instances.live), (200, 200, 2));
+    // Same bytes under the same name: the running deployment, not a second one.
+    let again = deployments.deploy("emitter", &bytes, &spec(&["in.*"], &["out.*"], 2)).unwrap();
+    assert!(Arc::ptr_eq(&dep, &again));
+    assert!(deployments.undeploy("emitter"));
+    publish(&bus, "in.a", None);
+    assert_eq!(bus.stats().unrouted, 1, "an undeployed handler no longer subscribes");
+    assert!(!dep.info().running);
+}
+
+#[test]
+fn refused_emits_and_failures_are_counted_and_other_events_keep_flowing() {
+    let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
+    let deployments = Deployments::new(bus.clone());
+    let emitter = deployments.deploy("e", &wat::parse_str(EMITTER).unwrap(), &spec(&["a"], &["other.*"], 1)).unwrap();
+    let looping = deployments.deploy("l", &common::wasm("loop"), &spec(&["b"], &[], 1)).unwrap();
+    publish(&bus, "b", None);
+    publish(&bus, "a", None);
+    publish(&bus, "a", None);
+    wait_for("two refused emits", || emitter.info().emits_refused == 2);
+    wait_for("a timeout", || looping.info().outcomes.errors.get("ERR_TIMEOUT") == Some(&1));
+    let l = looping.info();
+    assert_eq!(l.subscriptions[0].queue.failed, 1);
+    assert_eq!(l.instances.discarded, 1);
+    assert_eq!(emitter.info().outcomes.ack, 2);
+    deployments.stop_all();
+}
+
+#[test]
+fn expired_events_never_reach_the_guest() {
+    let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
+    let deployments = Deployments::new(bus.clone());
+    // Park the worker on a slow first event so the second one expires in the queue.
+    let dep = deployments.deploy("slow", &common::wasm("loop"), &spec(&["s"], &[], 1)).unwrap();
+    publish(&bus, "s", None);
+    let short = Context::background().with_timeout(Duration::from_millis(5));
+    publish(&bus, "s", Some(&short));
+    wait_for("the expiry", || dep.info().subscriptions[0].queue.expired == 1);
+    wait_for("the first event to time out", || dep.info().outcomes.errors.get("ERR_TIMEOUT") == Some(&1));
+    assert_eq!(dep.info().latency_us.count, 1, "the guest ran once");
+    deployments.stop_all();
+}
+
+#[test]
+fn bad_deployments_are_refused_without_side_effects() {
+    let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
+    let deployments = Deployments::new(bus.clone());
+    let trivial = common::wasm("trivial");
+    assert_eq!(deployments.deploy("", &trivial, &spec(&["a"], &[], 1)).unwrap_err().code, "ERR_INVALID_ARG");
+    assert_eq!(deployments.deploy("x", &trivial, &spec(&[], &[], 1)).unwrap_err().code, "ERR_INVALID_ARG");
+    assert_eq!(deployments.deploy("x", &trivial, &spec(&["a..b"], &[], 1)).unwrap_err().code, "ERR_INVALID_ARG");
+    assert_eq!(deployments.deploy("x", b"junk", &spec(&["a"], &[], 1)).unwrap_err().code, "ERR_COMPILE");
+    assert_eq!(deployments.deploy("x", &trivial, &spec(&["a"], &["b..c"], 1)).unwrap_err().code, "ERR_INVALID_CONFIG");
+    assert!(bus.subscriptions().is_empty(), "a refused deploy leaves no subscription behind");
+    assert!(deployments.names().is_empty());
+    let other = common::wasm("trap");
+    deployments.deploy("x", &trivial, &spec(&["a"], &[], 1)).unwrap();
+    assert_eq!(deployments.deploy("x", &other, &spec(&["a"], &[], 1)).unwrap_err().code, "ERR_EXISTS");
+    bus.close();
+    assert_eq!(deployments.deploy("y", &trivial, &spec(&["a"], &[], 1)).unwrap_err().code, "ERR_CLOSED");
+    deployments.stop_all();
+}
