@@ -1,5 +1,5 @@
-//! The C header's example handler through the sandbox. `npm run build:guests` compiles it with
-//! Debian's clang and lld (`npm test` installs them when missing).
+//! The C header's example handler through the sandbox. `npm run build:guests:c` compiles it with
+//! Debian's clang and lld; `npm test` installs them when missing and builds it first.
 
 mod common;
 use common::*;
