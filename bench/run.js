@@ -1,7 +1,8 @@
 // sluice benchmarks: `npm run bench` (= `npm run build && node bench/run.js`).
 //
 // Every figure is measured in this one process, on this machine, against peers measured in the
-// same run: node:events, eventemitter3 and emittery (`await emit`). Plain process.hrtime.bigint()
+// same run: node:events, eventemitter3 and emittery (`await emit`); for WASM handlers (bench/wasm.js)
+// V8's own WebAssembly in-process and, if installed, the Extism JS SDK. Plain process.hrtime.bigint()
 // loops: one warm-up round, then ROUNDS timed rounds, each sized to take about ROUND_MS; the
 // median round is reported (min–max in the JSON).
 //
@@ -10,6 +11,8 @@
 //   SLUICE_BENCH_ROUND_MS=250    target length of one round
 //   SLUICE_BENCH_LAT_MS=2000     length of each latency run
 //   SLUICE_BENCH_RUST=1          also run `cargo bench -p sluice-core --bench route_churn|filters`
+//                                and `cargo run --release -p sluice-sandbox --example bench`
+//   SLUICE_BENCH_WASM=0          skip the WASM handler benchmarks (bench/wasm.js)
 //   SLUICE_BENCH_OUT=path        where the JSON goes (default bench/results/latest.json)
 
 import { EventEmitter } from 'node:events';
@@ -21,6 +24,7 @@ import os from 'node:os';
 import EventEmitter3 from 'eventemitter3';
 import Emittery from 'emittery';
 import { Bus } from '../dist/index.js';
+import { wasmBenches } from './wasm.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -29,6 +33,7 @@ const ROUND_MS = envInt('SLUICE_BENCH_ROUND_MS', 250);
 const LAT_MS = envInt('SLUICE_BENCH_LAT_MS', 2000);
 const OUT = process.env.SLUICE_BENCH_OUT ?? join(here, 'results', 'latest.json');
 const RUST = process.env.SLUICE_BENCH_RUST === '1';
+const WASM = process.env.SLUICE_BENCH_WASM !== '0';
 
 const TOPIC = 'order.created';
 const DATA = Object.freeze({ id: 'o1', amount: 42 });
@@ -481,6 +486,9 @@ async function main() {
   const core = await intoCore();
   const e = await e2e();
   const lat = await latency(e.s1.median);
+  const wasm = WASM
+    ? await wasmBenches({ measure, immediate, latencyRun, fmtRate, fmtNs, root, rust: RUST, latMs: LAT_MS })
+    : undefined;
   const rust = RUST ? rustBenches() : undefined;
 
   const targets = [
@@ -490,6 +498,7 @@ async function main() {
     ['async e2e ≥ 2× emittery (concurrency 64)', `${(e.a64.median / e.emittery.median).toFixed(2)}×`, e.a64.median >= 2 * e.emittery.median],
     [`async e2e ≥ 2× emittery (batch ${BATCH}, conc. 64)`, `${(e.ab.median / e.emittery.median).toFixed(2)}×`, e.ab.median >= 2 * e.emittery.median],
     ['latency p99 < 50 µs at half saturation', fmtNs(lat.sluice.p99), lat.sluice.p99 < 50_000],
+    ...(wasm?.targets ?? []),
   ].map(([t, v, ok]) => [t, v, ok ? 'met' : 'MISSED']);
 
   const nodeEvents = find('node:events emit').median;
@@ -502,6 +511,7 @@ async function main() {
     [`sluice sync e2e (batch ${BATCH}) / node:events emit`, e.sb.median / nodeEvents],
     ['sluice sync e2e / eventemitter3 emit', e.s1.median / find('eventemitter3 emit').median],
     ['sluice tryPublish single / node:events emit', core.single.median / nodeEvents],
+    ...(wasm?.ratios ?? []),
   ].map(([k, v]) => [k, `${v.toFixed(3)}×`]);
 
   console.log('\nSummary (median of rounds)');
@@ -511,7 +521,7 @@ async function main() {
   console.log();
   console.log(table(ratios, ['ratio (same run)', 'value']));
   console.log();
-  console.log(table(targets, ['target (issue 2)', 'measured', '']));
+  console.log(table(targets, ['target (issues 2, 3)', 'measured', '']));
 
   const seconds = (Date.now() - started) / 1000;
   m.loadavgAtEnd = os.loadavg().map((x) => +x.toFixed(2));
@@ -524,6 +534,7 @@ async function main() {
     ratios: Object.fromEntries(ratios),
     targets: targets.map(([target, measured, status]) => ({ target, measured, status })),
     intoCoreSubscriberStats: core.subscriberStats,
+    wasm: wasm && { envelopeBytes: wasm.envelopeBytes, extism: wasm.extism?.skipped ? wasm.extism : { version: wasm.extism?.version }, rust: wasm.rust },
     rust,
     seconds,
   };
