@@ -10,12 +10,20 @@
 //               publishers hit their deadline, and queued orders whose deadline passed expire.
 //   analytics   'drop-oldest', capacity 64, on `order.>`: a slow dashboard that keeps only the
 //               freshest events; what it sheds is counted.
-//   fraud       'error' with a declarative filter (amount > 900) evaluated in the Rust core:
+//   review      'error' with a declarative filter (amount > 900) evaluated in the Rust core:
 //               it only ever sees large orders, and rejects some of them (counted as failed).
 //   audit       a `bus.stream('order.>')` consumed with `for await`, 'drop-newest'.
+// And one WebAssembly handler, deployed with `bus.deploy`:
+//   fraud-scorer  guest/assemblyscript/build/fraud.wasm (AssemblyScript, built by `npm run build`)
+//               on `order.created`, 2 instances on Rust worker threads, 4 MiB of memory and 50 ms
+//               per event; it reads the amount from the JSON and emits `fraud.flagged` above the
+//               threshold passed as config ('1000'). Its events never enter JS; a JS subscriber
+//               on `fraud.flagged` receives what it emits.
 // A progress line updates while it runs; at the end a table shows throughput, latency
-// percentiles (publish → handler start), drops and expiries from `bus.stats()`.
+// percentiles (publish → handler start), drops and expiries from `bus.stats()`, and the WASM
+// handler's own counters from `dep.info()`.
 
+import { existsSync } from 'node:fs';
 import { Bus, Context, DeadlineExceeded, QueueFull, BusClosed, Canceled } from '../dist/index.js';
 
 // ---- options --------------------------------------------------------------------------------
@@ -48,6 +56,9 @@ const RATE = 600; // orders per second per publisher
 const DEADLINE_MS = 40; // each publish, and the order it carries, must be handled within this
 const STALL_EVERY_MS = 1200; // the warehouse API stalls this often …
 const STALL_MS = 180; // … for this long
+const BIG_ORDERS = 0.03; // share of orders between 1 000 and 5 000 (the rest: 0–1 000)
+const FRAUD_THRESHOLD = '1000'; // the WASM scorer's config
+const FRAUD_WASM = new URL('../guest/assemblyscript/build/fraud.wasm', import.meta.url);
 
 // `node examples/demo.js | head` closes stdout early: finish quietly instead of crashing.
 process.stdout.on('error', (e) => {
@@ -101,8 +112,8 @@ function table(headers, rows, align) {
 /** @type {Bus<{ 'order.created': { id: string; customer: string; amount: number; t: number }; 'order.shipped': { id: string; t: number } }>} */
 const bus = new Bus({ capacity: 256, overflow: 'block', source: 'demo/orders' });
 
-const lat = { fulfilment: new Latency(), analytics: new Latency(), fraud: new Latency(), audit: new Latency() };
-const handled = { fulfilment: 0, analytics: 0, fraud: 0, audit: 0, shipped: 0, shipLate: 0 };
+const lat = { fulfilment: new Latency(), analytics: new Latency(), review: new Latency(), audit: new Latency() };
+const handled = { fulfilment: 0, analytics: 0, review: 0, audit: 0, shipped: 0, shipLate: 0, flagged: 0 };
 let stalledUntil = 0;
 
 // Fulfilment: 'block', 4 at once. Simulated I/O: a short await per order, and periodic stalls.
@@ -138,26 +149,59 @@ const analytics = bus.subscribe(
   { name: 'analytics', overflow: 'drop-oldest', capacity: 64 },
 );
 
-// Fraud: only large orders reach it (the filter runs in the core); 'error' makes a publish that
+// Review: only large orders reach it (the filter runs in the core); 'error' makes a publish that
 // finds its queue full reject with QueueFull instead of waiting.
-let fraudFlagged = 0;
-const fraud = bus.subscribe(
+let reviewRejected = 0;
+const review = bus.subscribe(
   'order.created',
   (event) => {
-    lat.fraud.add(now() - event.data.t);
-    handled.fraud++;
+    lat.review.add(now() - event.data.t);
+    handled.review++;
     if (event.data.amount > 990) {
-      fraudFlagged++;
+      reviewRejected++;
       throw new Error(`order ${event.data.id}: amount ${event.data.amount} needs manual review`);
     }
   },
   {
-    name: 'fraud',
+    name: 'review',
     overflow: 'error',
     capacity: 8,
     filter: { field: 'amount', op: 'gt', value: 900 },
     onError: () => {}, // counted as failed in stats(); a real service would log it
   },
+);
+
+// Fraud scorer: an untrusted AssemblyScript handler in the Wasmtime sandbox. Compiled off the JS
+// thread; each event is handled on a Rust worker and never enters JS.
+if (!existsSync(FRAUD_WASM)) {
+  console.error(`demo: ${FRAUD_WASM.pathname} is missing; run \`npm run build\` first (it builds the guest handlers)`);
+  process.exit(1);
+}
+const fraudDep = await bus.deploy('fraud-scorer', FRAUD_WASM, {
+  topics: ['order.created'],
+  emits: ['fraud.*'],
+  config: FRAUD_THRESHOLD,
+  concurrency: 2,
+  limits: { memoryBytes: 4 << 20, timeoutMs: 50 },
+  capacity: 1024,
+});
+// What the scorer emits comes back to JS like any other event. Orders are published with their
+// own id as the CloudEvents id, which the scorer puts in `fraud.flagged` as `order`: that gives
+// the latency order published → alert handled in JS (through the WASM handler and its emit).
+const bigOrderSent = new Map(); // id → publish time, for orders above the threshold only
+const flaggedLat = new Latency();
+const flaggedSub = bus.subscribe(
+  'fraud.flagged',
+  (event) => {
+    handled.flagged++;
+    const t = bigOrderSent.get(event.data.order);
+    if (t !== undefined) {
+      flaggedLat.add(now() - t);
+      bigOrderSent.delete(event.data.order);
+    }
+    if (!(event.data.amount > Number(FRAUD_THRESHOLD))) throw new Error(`flagged below the threshold: ${JSON.stringify(event.data)}`);
+  },
+  { name: 'fraud-alerts', capacity: 1024 },
 );
 
 // Audit: a bounded stream consumed with for-await.
@@ -178,6 +222,7 @@ const auditDone = (async () => {
 
 // ---- publishers -----------------------------------------------------------------------------
 
+let bigOrders = 0;
 const pub = { attempted: 0, accepted: 0, deadline: 0, queueFull: 0, canceled: 0, closed: 0 };
 let stopping = false;
 
@@ -189,11 +234,17 @@ async function publisher(p) {
     const due = Math.floor(((now() - t0) / 1000) * RATE);
     while (seq < due && !stopping) {
       const id = `p${p}-${++seq}`;
-      const amount = Math.round(Math.random() * 1000 * 100) / 100;
+      const big = Math.random() < BIG_ORDERS;
+      const amount = Math.round((big ? 1000 + Math.random() * 4000 : Math.random() * 1000) * 100) / 100;
       const ctx = Context.background().withTimeout(DEADLINE_MS);
       pub.attempted++;
+      const t = now();
+      if (amount > Number(FRAUD_THRESHOLD)) {
+        bigOrders++;
+        bigOrderSent.set(id, t);
+      }
       try {
-        await bus.publish('order.created', { id, customer: `c-${seq % 97}`, amount, t: now() }, { ctx });
+        await bus.publish('order.created', { id, customer: `c-${seq % 97}`, amount, t }, { ctx, id });
         pub.accepted++;
       } catch (e) {
         if (e instanceof DeadlineExceeded) pub.deadline++;
@@ -217,7 +268,8 @@ function progress(final = false) {
   const el = ((now() - started) / 1000).toFixed(1);
   const line =
     `${el.padStart(5)} s  published ${fmtInt(pub.accepted)}  fulfilled ${fmtInt(handled.fulfilment)}  ` +
-    `analytics ${fmtInt(handled.analytics)}  fraud ${fmtInt(handled.fraud)}  audit ${fmtInt(handled.audit)}  ` +
+    `analytics ${fmtInt(handled.analytics)}  review ${fmtInt(handled.review)}  audit ${fmtInt(handled.audit)}  ` +
+    `wasm scored ${fmtInt(fraudDep.info().outcomes.ack)} flagged ${fmtInt(handled.flagged)}  ` +
     `dropped ${fmtInt(s.dropped)}  expired ${fmtInt(s.expired)}  timed-out publishes ${fmtInt(pub.deadline)}  queued ${fmtInt(s.depth)}` +
     (stalledUntil > now() ? '  [warehouse stalled]' : '');
   if (tty) process.stdout.write(`\r\x1b[2K${line}${final ? '\n' : ''}`);
@@ -226,7 +278,7 @@ function progress(final = false) {
 
 // ---- run ------------------------------------------------------------------------------------
 
-console.log(`sluice demo: ${PUBLISHERS} publishers × ${RATE} orders/s, 4 subscribers, in-process bus, ${seconds} s (deadline ${DEADLINE_MS} ms per order; warehouse stalls ${STALL_MS} ms every ${STALL_EVERY_MS} ms)\n`);
+console.log(`sluice demo: ${PUBLISHERS} publishers × ${RATE} orders/s, 4 JS subscribers + 1 WASM handler (${fraudDep.name}, ${fraudDep.hash.slice(0, 19)}…), in-process bus, ${seconds} s (deadline ${DEADLINE_MS} ms per order; warehouse stalls ${STALL_MS} ms every ${STALL_EVERY_MS} ms)\n`);
 
 const stallTimer = setInterval(() => {
   stalledUntil = now() + STALL_MS;
@@ -251,18 +303,21 @@ await sleep(20); // handlers already started finish their simulated I/O
 clearInterval(progressTimer);
 progress(true);
 const stats = bus.stats(); // after close() the bus no longer lists its subscriptions
+const fraudInfo = fraudDep.info();
 const elapsed = (now() - started) / 1000;
+await fraudDep.undeploy();
+flaggedSub.unsubscribe();
 await bus.close({ ctx: Context.background().withTimeout(2000) });
 auditAbort.abort();
 await auditDone;
 // What close() itself had to drop (counted per subscription, read from the handles).
-const droppedAtClose = [fulfilment, analytics, fraud, audit].reduce((n, h) => n + h.stats().droppedClosed, 0);
+const droppedAtClose = [fulfilment, analytics, review, audit].reduce((n, h) => n + h.stats().droppedClosed, 0);
 
 // ---- report ---------------------------------------------------------------------------------
 const rows = [
   ['fulfilment', 'block ×4', fulfilment, lat.fulfilment, handled.fulfilment],
   ['analytics', 'drop-oldest', analytics, lat.analytics, handled.analytics],
-  ['fraud', 'error+filter', fraud, lat.fraud, handled.fraud],
+  ['review', 'error+filter', review, lat.review, handled.review],
   ['audit', 'stream drop-newest', audit, lat.audit, handled.audit],
 ].map(([name, policy, , l, n]) => {
   const s = stats.subscriptions.find((x) => (name === 'audit' ? x.id === auditId : x.name === name));
@@ -296,7 +351,7 @@ console.log(
 console.log('\nPublishers');
 console.log(
   table(
-    ['attempted', 'accepted', 'rate', 'deadline exceeded', 'queue full (fraud)', 'canceled', 'closed'],
+    ['attempted', 'accepted', 'rate', 'deadline exceeded', 'queue full (review)', 'canceled', 'closed'],
     [[fmtInt(pub.attempted), fmtInt(pub.accepted), `${fmtInt(Math.round(pub.accepted / publishSeconds))}/s`, fmtInt(pub.deadline), fmtInt(pub.queueFull), fmtInt(pub.canceled), fmtInt(pub.closed)]],
   ),
 );
@@ -304,10 +359,46 @@ console.log(
 console.log('\nbus.stats()');
 console.log(
   table(
-    ['published', 'unrouted', 'delivered', 'dropped', 'expired', 'failed', 'filtered', 'dropped at close', 'shipped', 'ship notice late', 'fraud flagged'],
-    [[stats.published, stats.unrouted, stats.delivered, stats.dropped, stats.expired, stats.failed, stats.filtered, droppedAtClose, handled.shipped, handled.shipLate, fraudFlagged].map(fmtInt)],
+    ['published', 'unrouted', 'delivered', 'dropped', 'expired', 'failed', 'filtered', 'dropped at close', 'shipped', 'ship notice late', 'review rejected'],
+    [[stats.published, stats.unrouted, stats.delivered, stats.dropped, stats.expired, stats.failed, stats.filtered, droppedAtClose, handled.shipped, handled.shipLate, reviewRejected].map(fmtInt)],
   ),
 );
+
+// The WASM handler's own counters (dep.info(), read before undeploy).
+{
+  const o = fraudInfo.outcomes;
+  const errors = Object.entries(o.errors).map(([k, n]) => `${k} ${fmtInt(n)}`).join(', ') || '0';
+  const us = (x) => (x >= 1000 ? `${(x / 1000).toFixed(1)} ms` : `${x.toFixed(1)} µs`);
+  const fs = fraudInfo.subscriptions[0];
+  console.log(`\nWASM handlers (dep.info(); latency = time in the handler on a worker thread)`);
+  console.log(
+    table(
+      ['handler', 'topics → emits', 'limits', 'inst. live/created/discarded', 'ack', 'retry', 'reject', 'errors', 'emits published', 'refused', 'p50', 'p99', 'queue dropped'],
+      [
+        [
+          fraudInfo.name,
+          `${fraudInfo.topics.join(',')} → ${fraudInfo.emits.join(',')}`,
+          `${fraudInfo.limits.memoryBytes >> 20} MiB, ${fraudInfo.limits.timeoutMs} ms`,
+          `${fraudInfo.instances.live}/${fraudInfo.instances.created}/${fraudInfo.instances.discarded}`,
+          fmtInt(o.ack),
+          fmtInt(o.retry),
+          fmtInt(o.reject),
+          errors,
+          fmtInt(fraudInfo.emitsPublished),
+          fmtInt(fraudInfo.emitsRefused),
+          us(fraudInfo.latencyUs.p50),
+          us(fraudInfo.latencyUs.p99),
+          fmtInt(fs ? fs.droppedNewest + fs.droppedOldest + fs.droppedFull + fs.droppedCanceled + fs.droppedClosed : 0),
+        ],
+      ],
+      ['l', 'l', 'l'],
+    ),
+  );
+  console.log(
+    `  fraud.flagged received in JS: ${fmtInt(handled.flagged)} of ${fmtInt(bigOrders)} orders above ${FRAUD_THRESHOLD} (attempted); ` +
+      `order published → alert handled in JS: p50 ${fmtMs(flaggedLat.pct(50))}, p99 ${fmtMs(flaggedLat.pct(99))}`,
+  );
+}
 
 const byCause = stats.subscriptions
   .filter((s) => s.droppedNewest + s.droppedOldest + s.droppedFull + s.droppedCanceled + s.droppedClosed > 0)
