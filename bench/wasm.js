@@ -132,7 +132,9 @@ export async function wasmBenches(h) {
             const took = bus.tryPublishBatch(batch);
             sent += took;
             if (took === batch.length) break;
-            batch = batch.slice(took); // the queue is full: let the worker catch up
+            // The queue was full for some of them (tryPublishBatch tries every event and returns
+            // how many were taken; the events are identical, so resend that many).
+            batch = batch.slice(took);
             waits++;
             await immediate();
           }
