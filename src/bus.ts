@@ -148,6 +148,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
         capacity: options.capacity,
         overflow: options.overflow,
         filter: declarative(options.filter),
+        name: options.name,
       }),
     );
     const stream: EventStream<EventFor<E, P>> = new EventStream(native, batchSize, options.signal, () =>

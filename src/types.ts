@@ -83,6 +83,8 @@ export interface SubscribeOptions<Ev> extends QueueOptions {
 
 export interface StreamOptions extends QueueOptions {
   signal?: AbortSignal;
+  /** Shown in `stats()`. */
+  name?: string;
   filter?: Filter | Filter[];
   batchSize?: number;
 }

@@ -173,7 +173,8 @@ describe('overflow policies through the API', () => {
 
   it('drop-newest keeps the first, drop-oldest keeps the last, both counted', async () => {
     const bus = new Bus();
-    const newest = bus.stream('d', { capacity: 3, overflow: 'drop-newest' });
+    const newest = bus.stream('d', { capacity: 3, overflow: 'drop-newest', name: 'newest' });
+    expect(newest.stats().name).toBe('newest');
     const oldest = bus.stream('d', { capacity: 3, overflow: 'drop-oldest' });
     for (let i = 0; i < 10; i++) await bus.publish('d', i);
     const take = async (s: AsyncIterator<{ data: unknown }>, n: number) => {

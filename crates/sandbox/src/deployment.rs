@@ -374,3 +374,11 @@ impl Deployments {
         self.by_name.lock().unwrap().keys().cloned().collect()
     }
 }
+
+impl Drop for Deployments {
+    /// Workers hold their deployment alive; without this, a bus dropped without `close()` would
+    /// leave them parked forever.
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

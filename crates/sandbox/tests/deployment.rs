@@ -128,3 +128,14 @@ fn bad_deployments_are_refused_without_side_effects() {
     assert_eq!(deployments.deploy("y", &trivial, &spec(&["a"], &[], 1)).unwrap_err().code, "ERR_CLOSED");
     deployments.stop_all();
 }
+
+#[test]
+fn dropping_the_registry_stops_its_workers() {
+    let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
+    let deployments = Deployments::new(bus.clone());
+    let dep = deployments.deploy("t", &common::wasm("trivial"), &spec(&["a"], &[], 2)).unwrap();
+    drop(deployments);
+    assert!(!dep.info().running, "workers were told to stop");
+    publish(&bus, "a", None);
+    assert_eq!(bus.stats().unrouted, 1, "and the subscriptions are gone");
+}
