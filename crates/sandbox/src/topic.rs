@@ -3,94 +3,35 @@
 
 use std::fmt;
 
+/// An emit pattern: the bus's own topic pattern (`*` one segment, a final `>` the rest), so a
+/// deployment's allow-list and the router can never disagree on what a pattern means.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    /// `*`: exactly one segment.
-    One,
-    /// `>`: one or more segments; only valid last.
-    Rest,
-}
+pub struct TopicPattern(sluice_core::Pattern);
 
-/// One parsed pattern.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicPattern {
-    source: String,
-    segments: Vec<Segment>,
-}
-
-fn literal_ok(segment: &str) -> bool {
-    !segment.is_empty()
-        && !segment
-            .chars()
-            .any(|c| c == '*' || c == '>' || c == '.' || c.is_whitespace() || c.is_control())
-}
-
-/// True when `topic` is a concrete topic: non-empty dot-separated segments, no wildcards,
-/// no whitespace or control characters.
+/// Whether `topic` is a concrete topic the bus accepts (no wildcards, no empty segments).
 pub fn is_valid_topic(topic: &str) -> bool {
-    !topic.is_empty() && topic.split('.').all(literal_ok)
+    sluice_core::pattern::validate_topic(topic).is_ok()
 }
 
 impl TopicPattern {
     pub fn parse(pattern: &str) -> Result<TopicPattern, String> {
-        if pattern.is_empty() {
-            return Err("empty emit pattern".into());
-        }
-        let parts: Vec<&str> = pattern.split('.').collect();
-        let mut segments = Vec::with_capacity(parts.len());
-        for (i, part) in parts.iter().enumerate() {
-            let seg = match *part {
-                "*" => Segment::One,
-                ">" if i + 1 == parts.len() => Segment::Rest,
-                ">" => {
-                    return Err(format!(
-                        "emit pattern {pattern:?}: '>' must be the last segment"
-                    ))
-                }
-                lit if literal_ok(lit) => Segment::Literal(lit.to_string()),
-                _ => {
-                    return Err(format!(
-                        "emit pattern {pattern:?}: invalid segment {part:?}"
-                    ))
-                }
-            };
-            segments.push(seg);
-        }
-        Ok(TopicPattern {
-            source: pattern.to_string(),
-            segments,
-        })
+        sluice_core::Pattern::parse(pattern)
+            .map(TopicPattern)
+            .map_err(|e| format!("emit pattern {pattern:?}: {}", e.message()))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.source
+        self.0.as_str()
     }
 
     pub fn matches(&self, topic: &str) -> bool {
-        let mut parts = topic.split('.');
-        for seg in &self.segments {
-            match seg {
-                Segment::Rest => return parts.next().is_some(),
-                Segment::One => {
-                    if parts.next().is_none() {
-                        return false;
-                    }
-                }
-                Segment::Literal(lit) => {
-                    if parts.next() != Some(lit.as_str()) {
-                        return false;
-                    }
-                }
-            }
-        }
-        parts.next().is_none()
+        self.0.matches(topic)
     }
 }
 
 impl fmt::Display for TopicPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
+        f.write_str(self.as_str())
     }
 }
 
