@@ -148,6 +148,9 @@ export interface PublishAttrs {
 /** `publishBatch` of one interned topic. */
 export declare function publishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): NativePending | null
 
+/** `publish` of bytes on an interned topic. */
+export declare function publishBytesTo(bus: ExternalObject<'BusHandle'>, topic: number, data: Uint8Array, ctx?: NativeContext | undefined | null): NativePending | null
+
 /** `publish` on an interned topic: `null` when done, else a pending wait. */
 export declare function publishTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): NativePending | null
 
@@ -161,6 +164,9 @@ export interface SubscribeInit {
 
 /** `tryPublishBatch` of one interned topic: `json` is the array of the events' data. */
 export declare function tryPublishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): number
+
+/** `tryPublish` of bytes on an interned topic. */
+export declare function tryPublishBytesTo(bus: ExternalObject<'BusHandle'>, topic: number, data: Uint8Array, ctx?: NativeContext | undefined | null): boolean
 
 /** `tryPublish` on an interned topic. */
 export declare function tryPublishTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): boolean

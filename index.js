@@ -773,14 +773,16 @@ if (
   }
 }
 
-const { NativeBus, NativeContext, NativeDeployment, NativePending, NativeSubscription, publishBatchTo, publishTo, tryPublishBatchTo, tryPublishTo } = nativeBinding
+const { NativeBus, NativeContext, NativeDeployment, NativePending, NativeSubscription, publishBatchTo, publishBytesTo, publishTo, tryPublishBatchTo, tryPublishBytesTo, tryPublishTo } = nativeBinding
 export { NativeBus }
 export { NativeContext }
 export { NativeDeployment }
 export { NativePending }
 export { NativeSubscription }
 export { publishBatchTo }
+export { publishBytesTo }
 export { publishTo }
 export { tryPublishBatchTo }
+export { tryPublishBytesTo }
 export { tryPublishTo }
 export const __napiBindingTarget = __napiLoadedBindingTarget

@@ -3,8 +3,10 @@ import { readFile } from 'node:fs/promises';
 import {
   NativeBus,
   publishBatchTo,
+  publishBytesTo,
   publishTo,
   tryPublishBatchTo,
+  tryPublishBytesTo,
   tryPublishTo,
   type NativePending,
   type PublishAttrs,
@@ -167,11 +169,14 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     const attrs = attrsOf(options);
     let pending: NativePending | null;
     try {
-      const id = attrs === null && !(data instanceof Uint8Array) ? this.#topicId(type) : null;
+      const id = attrs === null ? this.#topicId(type) : null;
+      const bytes = data instanceof Uint8Array;
       pending =
         id !== null
-          ? publishTo(this.#handle, id, encode(data), ctx?.native)
-          : data instanceof Uint8Array
+          ? bytes
+            ? publishBytesTo(this.#handle, id, data, ctx?.native)
+            : publishTo(this.#handle, id, encode(data), ctx?.native)
+          : bytes
             ? this.#native.publishBytes(type, data, ctx?.native, attrs)
             : this.#native.publish(type, encode(data), ctx?.native, attrs);
     } catch (e) {
@@ -187,11 +192,14 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     const attrs = attrsOf(options);
     let ok: boolean;
     try {
-      const id = attrs === null && !(data instanceof Uint8Array) ? this.#topicId(type) : null;
+      const id = attrs === null ? this.#topicId(type) : null;
+      const bytes = data instanceof Uint8Array;
       ok =
         id !== null
-          ? tryPublishTo(this.#handle, id, encode(data), ctx?.native)
-          : data instanceof Uint8Array
+          ? bytes
+            ? tryPublishBytesTo(this.#handle, id, data, ctx?.native)
+            : tryPublishTo(this.#handle, id, encode(data), ctx?.native)
+          : bytes
             ? this.#native.tryPublishBytes(type, data, ctx?.native, attrs)
             : this.#native.tryPublish(type, encode(data), ctx?.native, attrs);
     } catch (e) {

@@ -6,8 +6,10 @@ export {
   NativePending,
   NativeSubscription,
   publishBatchTo,
+  publishBytesTo,
   publishTo,
   tryPublishBatchTo,
+  tryPublishBytesTo,
   tryPublishTo,
 } from '../index.js';
 export type { BusInit, PublishAttrs, SubscribeInit } from '../index.js';

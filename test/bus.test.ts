@@ -147,12 +147,14 @@ describe('Bus publish → subscribe', () => {
 
   it('carries byte arrays as bytes', async () => {
     const bus = new Bus();
-    let got: unknown;
-    bus.subscribe('bin', (e) => void (got = e.data));
+    const got: unknown[] = [];
+    bus.subscribe('bin', (e) => void got.push(e.data));
     await bus.publish('bin', new Uint8Array([0, 1, 255]));
-    await until(() => got !== undefined);
-    expect(Buffer.isBuffer(got)).toBe(true);
-    expect([...(got as Buffer)]).toEqual([0, 1, 255]);
+    expect(bus.tryPublish('bin', Buffer.from('hi'))).toBe(true);
+    await bus.publish('bin', new Uint8Array([7]), { subject: 'by-name path' });
+    await until(() => got.length === 3);
+    expect(got.every((d) => Buffer.isBuffer(d))).toBe(true);
+    expect(got.map((d) => [...(d as Buffer)])).toEqual([[0, 1, 255], [104, 105], [7]]);
     await bus.close();
   });
 });

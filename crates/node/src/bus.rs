@@ -300,6 +300,34 @@ pub fn publish_to(
     })
 }
 
+/// `tryPublish` of bytes on an interned topic.
+#[napi]
+pub fn try_publish_bytes_to(
+    #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
+    topic: u32,
+    data: Uint8Array,
+    ctx: Option<&NativeContext>,
+) -> napi::Result<bool> {
+    guard(|| {
+        let c = ctx.map(|c| &c.inner);
+        bus.try_publish_event(bus.make_interned(topic, data.to_vec(), Encoding::Binary, c)?)
+    })
+}
+
+/// `publish` of bytes on an interned topic.
+#[napi]
+pub fn publish_bytes_to(
+    #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
+    topic: u32,
+    data: Uint8Array,
+    ctx: Option<&NativeContext>,
+) -> napi::Result<Option<NativePending>> {
+    guard(|| {
+        let c = ctx.map(|c| &c.inner);
+        bus.publish_event(bus.make_interned(topic, data.to_vec(), Encoding::Binary, c)?, c).map(pending)
+    })
+}
+
 /// `tryPublishBatch` of one interned topic: `json` is the array of the events' data.
 #[napi]
 pub fn try_publish_batch_to(

@@ -9,7 +9,9 @@ mod guard;
 mod pending;
 mod subscription;
 
-pub use bus::{publish_batch_to, publish_to, try_publish_batch_to, try_publish_to, NativeBus};
+pub use bus::{
+    publish_batch_to, publish_bytes_to, publish_to, try_publish_batch_to, try_publish_bytes_to, try_publish_to, NativeBus,
+};
 pub use context::NativeContext;
 pub use deployment::NativeDeployment;
 pub use pending::NativePending;
