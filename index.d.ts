@@ -82,11 +82,21 @@ export declare class NativeDeployment {
 }
 
 /**
- * A publish that must wait for space under the `block` policy. `wait()` finishes it on a libuv
- * worker thread so the JS thread never blocks.
+ * A publish that must wait for space under the `block` policy. JS waits without holding any
+ * thread: `tryProgress()` makes one non-blocking attempt, `onProgress(cb)` asks the core to
+ * call back when a consumer frees space (the Context's end is watched in JS, via its signal).
  */
 export declare class NativePending {
-  wait(): Promise<void>
+  /**
+   * `true` once every subscription took the event (or batch); throws on the Context's end or
+   * an `error`-policy refusal.
+   */
+  tryProgress(): boolean
+  /**
+   * Calls `cb` once when `tryProgress` may get further. The wake-up is bound to the first
+   * `cb` given; pass the same function every time.
+   */
+  onProgress(cb: () => void): void
 }
 
 /**

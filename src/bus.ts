@@ -183,7 +183,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       throw fromNative(e);
     }
     if (ctx) rememberContext(ctx);
-    if (pending) await this.#wait(pending);
+    if (pending) await this.#wait(pending, ctx);
   }
 
   /** Publishes without ever waiting. `false` if any matching queue dropped or refused it. */
@@ -228,7 +228,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       id !== null ? publishBatchTo(this.#handle, id, json, ctx?.native) : this.#native.publishBatch(topics, json, ctx?.native),
     );
     if (ctx) rememberContext(ctx);
-    if (pending) await this.#wait(pending);
+    if (pending) await this.#wait(pending, ctx);
   }
 
   /** Like `publishBatch` but never waits; returns how many events every queue took. */
@@ -339,11 +339,28 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     for (const s of [...this.#streams]) s.close();
   }
 
-  async #wait(pending: NativePending): Promise<void> {
+  /**
+   * Waits for space without holding a thread: the core calls back when a consumer takes events
+   * (or the queue closes); the Context's end arrives through its signal, and `tryProgress` then
+   * reports it as `Canceled`/`DeadlineExceeded`.
+   */
+  async #wait(pending: NativePending, ctx: Context | undefined): Promise<void> {
+    const signal = ctx?.signal;
+    let wake: (() => void) | undefined;
+    // One stable callback: the native side binds its wake-up to the first function it is given.
+    const onWake = () => wake?.();
+    signal?.addEventListener('abort', onWake);
     try {
-      await pending.wait();
+      while (!pending.tryProgress()) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          pending.onProgress(onWake);
+        });
+      }
     } catch (e) {
       throw fromNative(e);
+    } finally {
+      signal?.removeEventListener('abort', onWake);
     }
   }
 

@@ -219,6 +219,26 @@ describe('overflow policies through the API', () => {
     await bus.close();
   });
 
+  it('blocked publishers hold no thread: the libuv pool stays free for I/O', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const bus = new Bus();
+    const s = bus.stream('b', { capacity: 1, overflow: 'block', batchSize: 1 });
+    await bus.publish('b', 0);
+    // More waiting publishers than libuv has pool threads (4 by default).
+    const waiting = Array.from({ length: 8 }, (_, i) => bus.publish('b', i + 1));
+    await sleep(20);
+    expect(s.stats().blockedPublishers).toBeGreaterThanOrEqual(1);
+    const t0 = Date.now();
+    await readFile(new URL(import.meta.url));
+    expect(Date.now() - t0).toBeLessThan(1000);
+    const got: unknown[] = [];
+    for (let i = 0; i < 9; i++) got.push((await s.next()).value?.data);
+    await Promise.all(waiting);
+    expect(got.sort((a, b) => (a as number) - (b as number))).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    await s.return();
+    await bus.close();
+  });
+
   it('spill is refused until the journal exists', () => {
     const bus = new Bus();
     expect(() => bus.subscribe('x', () => {}, { overflow: 'spill' })).toThrow(Unsupported);

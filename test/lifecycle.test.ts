@@ -38,6 +38,18 @@ describe('event loop lifecycle', () => {
     expect(held.stdout.trim()).toBe('still alive');
   });
 
+  it('a publish that gave up waiting for space does not hold the process', () => {
+    const r = runScript(`
+      const bus = new Bus();
+      bus.stream('a', { capacity: 1 }).unref();
+      await bus.publish('a', 1);
+      try { await bus.publish('a', 2, { ctx: Context.background().withTimeout(50) }); }
+      catch (e) { console.log(e.code); }
+    `);
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toBe('ERR_DEADLINE_EXCEEDED');
+  });
+
   it('a handler that throws does not crash the process', () => {
     const r = runScript(`
       const bus = new Bus();

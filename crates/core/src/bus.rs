@@ -109,6 +109,33 @@ impl PendingPublish {
         self
     }
 
+    /// One non-blocking round: offers the event to the subscriptions still full. `Ok(true)` when
+    /// every one took it (or closed); `Ok(false)` while some are full — register `on_progress`
+    /// and call again; the Context's end is an error (counted as `dropped_canceled`).
+    pub fn try_progress(&mut self) -> Result<bool> {
+        if let Some(e) = self.ctx.as_ref().and_then(Context::error) {
+            for sub in self.waiting.drain(..) {
+                sub.queue().count_canceled();
+            }
+            return Err(e);
+        }
+        let ev = &self.ev;
+        self.waiting.retain(|sub| matches!(sub.queue().try_place(ev), Ok(false)));
+        if !self.waiting.is_empty() {
+            return Ok(false);
+        }
+        self.refused.take().map_or(Ok(true), Err)
+    }
+
+    /// Calls `f` (once, from whichever thread frees space) when `try_progress` may get further.
+    /// The Context's end is not reported here: the caller watches it (a JS AbortSignal).
+    pub fn on_progress(&self, f: Arc<dyn Fn() + Send + Sync>) {
+        match self.waiting.first() {
+            Some(sub) => sub.queue().on_space(Box::new(move || f())),
+            None => f(),
+        }
+    }
+
     /// Blocks until every waiting subscription took the event or the Context ended. The waits
     /// go in order, so a publisher that awaits each publish keeps its order per subscription.
     pub fn wait(mut self) -> Result<()> {
@@ -150,6 +177,40 @@ pub struct PendingBatch {
 }
 
 impl PendingBatch {
+    /// Non-blocking progress through the batch, in order; see `PendingPublish::try_progress`.
+    pub fn try_progress(&mut self, bus: &Bus) -> Result<bool> {
+        loop {
+            match self.current.try_progress() {
+                Ok(false) => return Ok(false),
+                Ok(true) => {}
+                Err(e) if e.kind() == ErrorKind::QueueFull => {
+                    self.refused.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+            loop {
+                let Some(ev) = self.rest.next() else {
+                    return self.refused.take().map_or(Ok(true), Err);
+                };
+                match bus.publish_event(ev, self.ctx.as_ref()) {
+                    Ok(Delivery::Done { .. }) => {}
+                    Ok(Delivery::Pending(p)) => {
+                        self.current = p;
+                        break;
+                    }
+                    Err(e) if e.kind() == ErrorKind::QueueFull => {
+                        self.refused.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    pub fn on_progress(&self, f: Arc<dyn Fn() + Send + Sync>) {
+        self.current.on_progress(f)
+    }
+
     pub fn wait(self, bus: &Bus) -> Result<()> {
         let mut refused = self.refused;
         let mut current = Some(self.current);

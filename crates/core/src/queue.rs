@@ -93,7 +93,13 @@ pub struct Queue {
     armed: AtomicBool,
     blocked: AtomicUsize,
     parked: Mutex<Vec<Thread>>,
+    /// Asynchronous publishers waiting for space: called once when a consumer takes or the
+    /// queue closes. Lets a JS publisher wait without holding a thread.
+    space_waiters: Mutex<Vec<SpaceWaiter>>,
+    space_waiting: AtomicUsize,
 }
+
+type SpaceWaiter = Box<dyn FnOnce() + Send>;
 
 impl Queue {
     pub fn new(capacity: usize, policy: Overflow) -> Result<Queue> {
@@ -117,6 +123,8 @@ impl Queue {
             armed: AtomicBool::new(false),
             blocked: AtomicUsize::new(0),
             parked: Mutex::new(Vec::new()),
+            space_waiters: Mutex::new(Vec::new()),
+            space_waiting: AtomicUsize::new(0),
         })
     }
 
@@ -299,6 +307,55 @@ impl Queue {
                 t.unpark();
             }
         }
+        if self.space_waiting.load(Ordering::Relaxed) > 0 {
+            self.call_space_waiters();
+        }
+    }
+
+    fn call_space_waiters(&self) {
+        let waiters = {
+            let mut w = self.space_waiters.lock().unwrap();
+            self.space_waiting.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *w)
+        };
+        for f in waiters {
+            f();
+        }
+    }
+
+    /// Calls `f` once when this queue has room again (a consumer took events) or closes. If it
+    /// has room already, `f` runs at once — the registration and the re-check are ordered like
+    /// `arm()`, so no wake-up is lost.
+    pub fn on_space(&self, f: SpaceWaiter) {
+        {
+            let mut w = self.space_waiters.lock().unwrap();
+            w.push(f);
+            self.space_waiting.store(w.len(), Ordering::SeqCst);
+        }
+        if !self.ring.is_full() || self.is_closed() {
+            self.call_space_waiters();
+        }
+    }
+
+    /// One non-blocking attempt for a publisher waiting under `block`: `Ok(true)` once placed,
+    /// `Ok(false)` while full, `ERR_CLOSED` if the queue closed (the event is counted there).
+    pub fn try_place(&self, ev: &Arc<Event>) -> Result<bool> {
+        if self.is_closed() {
+            self.producer.published.fetch_add(1, Ordering::Relaxed);
+            self.count_closed();
+            return Err(Error::closed("subscription"));
+        }
+        match self.ring.push(ev.clone()) {
+            Ok(()) => {
+                self.producer.published.fetch_add(1, Ordering::Relaxed);
+                if self.drain_if_closed() {
+                    return Err(Error::closed("subscription"));
+                }
+                self.wake_consumer();
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
     }
 
     /// Moves up to `max` live events into `out`. Events whose Context ended or whose deadline
@@ -359,6 +416,7 @@ impl Queue {
         for t in self.parked.lock().unwrap().iter() {
             t.unpark();
         }
+        self.call_space_waiters();
         // Wake the consumer so it notices the close.
         self.armed.store(false, Ordering::SeqCst);
         if let Some(w) = self.waker.get() {
@@ -382,7 +440,8 @@ impl Queue {
             dropped_closed: c.dropped_closed.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
-            blocked_publishers: self.blocked.load(Ordering::Relaxed) as u64,
+            // Threads parked in push_blocking plus asynchronous (JS) publishers waiting for space.
+            blocked_publishers: (self.blocked.load(Ordering::Relaxed) + self.space_waiting.load(Ordering::Relaxed)) as u64,
         }
     }
 }

@@ -1,8 +1,9 @@
-use crate::guard::{guard, to_js};
-use napi::bindgen_prelude::AsyncTask;
-use napi::{Env, Task};
+use crate::guard::guard;
+use napi::bindgen_prelude::Function;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
 use napi_derive::napi;
-use sluice_core::{Bus, PendingBatch, PendingPublish};
+use sluice_core::{Bus, Error, PendingBatch, PendingPublish};
 use std::sync::{Arc, Mutex};
 
 pub(crate) enum Waiting {
@@ -10,47 +11,80 @@ pub(crate) enum Waiting {
     Batch(PendingBatch, Arc<Bus>),
 }
 
-/// A publish that must wait for space under the `block` policy. `wait()` finishes it on a libuv
-/// worker thread so the JS thread never blocks.
+type Wake = ThreadsafeFunction<(), (), (), Status, false>;
+
+/// A publish that must wait for space under the `block` policy. JS waits without holding any
+/// thread: `tryProgress()` makes one non-blocking attempt, `onProgress(cb)` asks the core to
+/// call back when a consumer frees space (the Context's end is watched in JS, via its signal).
 #[napi]
 pub struct NativePending {
-    pub(crate) inner: Mutex<Option<Waiting>>,
+    inner: Mutex<Option<Waiting>>,
+    /// One wake-up per pending publish. The core holds only a weak reference, so once the
+    /// publish settles (or is abandoned) it no longer keeps the event loop alive.
+    wake: Mutex<Option<Arc<Wake>>>,
 }
 
 impl NativePending {
     pub(crate) fn new(w: Waiting) -> Self {
-        NativePending { inner: Mutex::new(Some(w)) }
+        NativePending { inner: Mutex::new(Some(w)), wake: Mutex::new(None) }
     }
 }
 
-pub struct WaitTask(Option<Waiting>);
-
-impl Task for WaitTask {
-    type Output = ();
-    type JsValue = ();
-
-    fn compute(&mut self) -> napi::Result<()> {
-        match self.0.take() {
-            None => Ok(()),
-            Some(Waiting::One(p)) => guard(|| p.wait()),
-            Some(Waiting::Batch(b, bus)) => guard(|| b.wait(&bus)),
-        }
-    }
-
-    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
-        Ok(())
-    }
+fn poisoned() -> Error {
+    Error::invalid("pending publish poisoned")
 }
 
 #[napi]
 impl NativePending {
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn wait(&self) -> napi::Result<AsyncTask<WaitTask>> {
-        let w = self
-            .inner
-            .lock()
-            .map_err(|_| to_js(sluice_core::Error::invalid("pending publish poisoned")))?
-            .take();
-        Ok(AsyncTask::new(WaitTask(w)))
+    /// `true` once every subscription took the event (or batch); throws on the Context's end or
+    /// an `error`-policy refusal.
+    #[napi]
+    pub fn try_progress(&self) -> napi::Result<bool> {
+        let result = guard(|| {
+            let mut inner = self.inner.lock().map_err(|_| poisoned())?;
+            let done = match inner.as_mut() {
+                None => Ok(true),
+                Some(Waiting::One(p)) => p.try_progress(),
+                Some(Waiting::Batch(b, bus)) => b.try_progress(bus),
+            };
+            if !matches!(done, Ok(false)) {
+                inner.take();
+            }
+            done
+        });
+        if !matches!(result, Ok(false)) {
+            // Settled: release the wake-up so it no longer holds the event loop.
+            if let Ok(mut w) = self.wake.lock() {
+                w.take();
+            }
+        }
+        result
+    }
+
+    /// Calls `cb` once when `tryProgress` may get further. The wake-up is bound to the first
+    /// `cb` given; pass the same function every time.
+    #[napi]
+    pub fn on_progress(&self, cb: Function<(), ()>) -> napi::Result<()> {
+        let mut wake = self.wake.lock().map_err(|_| napi::Error::from_reason("ERR_INTERNAL: pending poisoned"))?;
+        if wake.is_none() {
+            let tsfn: Wake = cb.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
+            *wake = Some(Arc::new(tsfn));
+        }
+        let weak = Arc::downgrade(wake.as_ref().expect("set above"));
+        drop(wake);
+        guard(|| {
+            let inner = self.inner.lock().map_err(|_| poisoned())?;
+            let f: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                if let Some(t) = weak.upgrade() {
+                    t.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            });
+            match inner.as_ref() {
+                None => f(),
+                Some(Waiting::One(p)) => p.on_progress(f),
+                Some(Waiting::Batch(b, _)) => b.on_progress(f),
+            }
+            Ok(())
+        })
     }
 }
