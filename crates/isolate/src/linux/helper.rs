@@ -1,0 +1,201 @@
+//! The helper process (`sluice-helper`): sets itself up while single-threaded, loads one
+//! module, locks itself down with seccomp, then runs events from the control channel until the
+//! parent closes it. Order and reasons: `docs/isolation.md`.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_sandbox::{EngineConfig, HandlerModule, Sandbox, SandboxEngine};
+
+use crate::filter;
+use crate::lockdown;
+use crate::protocol::{self, tag, Enc, Ready, CTL_FD};
+
+/// Command-line switches; the parent chooses them from the deployment's isolation mode.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Args {
+    pub namespaces: bool,
+    pub seccomp: bool,
+    /// Discovery mode: log syscalls outside the allow-list instead of killing (test builds).
+    pub seccomp_log: bool,
+}
+
+impl Args {
+    pub fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut a = Args { namespaces: true, seccomp: true, seccomp_log: false };
+        for arg in args {
+            match arg.as_str() {
+                "--no-namespaces" => a.namespaces = false,
+                "--no-seccomp" => a.seccomp = false,
+                #[cfg(feature = "escape-tests")]
+                "--seccomp-log" => a.seccomp_log = true,
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        Ok(a)
+    }
+
+    pub fn to_vec(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.namespaces {
+            v.push("--no-namespaces");
+        }
+        if !self.seccomp {
+            v.push("--no-seccomp");
+        }
+        if self.seccomp_log {
+            v.push("--seccomp-log");
+        }
+        v
+    }
+}
+
+/// Reports a setup failure to the parent and exits. `code` is a sluice error code.
+fn fail(ctl: &mut File, stage: &str, code: &str, message: &str) -> ! {
+    let mut e = Enc::default();
+    e.bytes(stage.as_bytes()).bytes(code.as_bytes()).bytes(message.as_bytes());
+    let _ = protocol::write_frame(ctl, tag::FAILED, &e.0);
+    unsafe { libc::_exit(1) }
+}
+
+const ISOLATION: &str = "ERR_ISOLATION_UNAVAILABLE";
+
+/// The helper's `main`. Never returns.
+pub fn main() -> ! {
+    // SAFETY: fd 3 is the control socket the parent placed there; nothing else owns it.
+    let mut ctl = unsafe { File::from_raw_fd(CTL_FD) };
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => fail(&mut ctl, "arguments", "ERR_INVALID_CONFIG", &e),
+    };
+    if let Err(e) = lockdown::close_other_fds() {
+        fail(&mut ctl, "close descriptors", ISOLATION, &e);
+    }
+    if args.namespaces {
+        if let Err(e) = lockdown::enter_namespaces() {
+            fail(&mut ctl, "namespaces", ISOLATION, &e);
+        }
+    }
+    // The child must not write before stage 0 has sent HELLO: it waits for this pipe to close.
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        fail(&mut ctl, "pipe", ISOLATION, &io::Error::last_os_error().to_string());
+    }
+    let pid = match lockdown::fork_as_sibling() {
+        Ok(p) => p,
+        Err(e) => fail(&mut ctl, "fork", ISOLATION, &e),
+    };
+    if pid > 0 {
+        let _ = protocol::write_frame(&mut ctl, tag::HELLO, &(pid as u32).to_le_bytes());
+        unsafe { libc::_exit(0) }
+    }
+    unsafe {
+        libc::close(fds[1]);
+        let mut b = 0u8;
+        while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) < 0 {}
+        libc::close(fds[0]);
+    }
+    run_helper(&mut ctl, args)
+}
+
+fn run_helper(ctl: &mut File, args: Args) -> ! {
+    let setup = || -> Result<(), String> {
+        lockdown::die_with_parent()?;
+        if args.namespaces {
+            lockdown::empty_root()?;
+        } else {
+            lockdown::chdir_root()?;
+        }
+        lockdown::early_rlimits()?;
+        lockdown::drop_privileges()
+    };
+    if let Err(e) = setup() {
+        fail(ctl, "lockdown", ISOLATION, &e);
+    }
+    let interfaces = lockdown::interfaces();
+    let inner_pid = unsafe { libc::getpid() } as u32;
+
+    let mut buf = Vec::new();
+    match protocol::read_frame(ctl, &mut buf) {
+        Ok(tag::LOAD) => {}
+        Ok(t) => fail(ctl, "load", "ERR_INVALID_CONFIG", &format!("expected LOAD, got frame {t}")),
+        Err(_) => unsafe { libc::_exit(0) },
+    }
+    let (options, module) = match protocol::decode_load(&buf) {
+        Ok(v) => v,
+        Err(e) => fail(ctl, "load", "ERR_INVALID_CONFIG", &e.to_string()),
+    };
+    // One engine per helper, sized for this deployment. Compilation runs on this thread: no
+    // compiler thread pool is left behind, and nothing is compiled after lockdown.
+    let config = EngineConfig {
+        max_instances: (options.concurrency.max(1) * 2) as u32,
+        max_memory_bytes: options.limits.memory_bytes.max(EngineConfig::default().max_memory_bytes),
+        parallel_compilation: false,
+        ..EngineConfig::default()
+    };
+    let sandbox = SandboxEngine::new(config)
+        .and_then(|engine| HandlerModule::compile(&engine, module))
+        .and_then(|module| Sandbox::new(Arc::new(module), options))
+        .and_then(|sandbox| sandbox.prewarm().map(|_| sandbox));
+    let sandbox = match sandbox {
+        Ok(s) => s,
+        Err(e) => fail(ctl, "load", e.code(), e.message()),
+    };
+    drop(buf);
+    if let Err(e) = lockdown::late_rlimits() {
+        fail(ctl, "lockdown", ISOLATION, &e);
+    }
+    if args.seccomp {
+        if let Err(e) = filter::install(args.seccomp_log) {
+            fail(ctl, "seccomp", ISOLATION, &e);
+        }
+    }
+    let ready = Ready { inner_pid, interfaces, namespaces: args.namespaces, seccomp: args.seccomp };
+    if protocol::write_frame(ctl, tag::READY, &protocol::encode_ready(&ready)).is_err() {
+        unsafe { libc::_exit(0) }
+    }
+    serve(ctl, &sandbox)
+}
+
+/// The event loop after lockdown: only `read`/`write` on the control socket, plus whatever
+/// running a guest needs (docs/isolation.md).
+fn serve(ctl: &mut File, sandbox: &Sandbox) -> ! {
+    let mut buf = Vec::with_capacity(64 << 10);
+    loop {
+        let frame = match protocol::read_frame(ctl, &mut buf) {
+            Ok(t) => t,
+            // EOF: the parent closed the channel (or died); nothing to clean up.
+            Err(_) => unsafe { libc::_exit(0) },
+        };
+        let reply = match frame {
+            tag::HANDLE => match protocol::decode_handle(&buf) {
+                Ok((seq, left, envelope)) => {
+                    let deadline = left.map(|d| Instant::now() + d);
+                    let result = sandbox.handle_encoded(envelope, deadline);
+                    Some((tag::OUTCOME, protocol::encode_outcome(seq, &result)))
+                }
+                Err(_) => unsafe { libc::_exit(2) },
+            },
+            #[cfg(feature = "escape-tests")]
+            tag::ESCAPE => {
+                let mut d = protocol::Dec(&buf);
+                let (kind, arg) = (d.u32().unwrap_or(u32::MAX), d.u64().unwrap_or(0));
+                let rc = match crate::escape::Probe::from_u32(kind) {
+                    Some(p) => crate::escape::run(p, arg),
+                    None => i64::MIN,
+                };
+                Some((tag::SURVIVED, rc.to_le_bytes().to_vec()))
+            }
+            // A frame this helper does not know: the parent is out of step; stop.
+            _ => unsafe { libc::_exit(2) },
+        };
+        if let Some((t, payload)) = reply {
+            if protocol::write_frame(ctl, t, &payload).is_err() {
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Parent side: start a helper, load a module into it, run events, notice its death, reap it.
+//!
+//! The helper is started without forking Node's JS thread state into anything that runs JS:
+//! `Command` forks and the child runs only `dup2` and `prctl` (async-signal-safe) before
+//! `execve`. The helper then re-parents its real process onto us with `CLONE_PARENT`, so the
+//! process we supervise is our child: we hold a pidfd for it and reap it ourselves.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_sandbox::{HandleResult, SandboxOptions};
+
+use crate::helper::Args;
+use crate::protocol::{self, tag, Dec, Ready, CTL_FD};
+
+/// How a helper ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    /// Killed by seccomp (or by a forged SIGSYS, which the helper cannot send itself).
+    pub fn is_seccomp_kill(self) -> bool {
+        self == Exit::Signal(libc::SIGSYS)
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exited with status {c}"),
+            Exit::Signal(s) if *s == libc::SIGSYS => write!(f, "killed by SIGSYS (seccomp violation)"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// Why a helper could not be started or stopped serving.
+#[derive(Debug)]
+pub enum IsolateError {
+    /// The kernel refused a namespace, a mount, a limit or seccomp (`ERR_ISOLATION_UNAVAILABLE`).
+    Unavailable { stage: String, message: String },
+    /// The module or options were refused inside the helper; `code` is the sandbox's code.
+    Load { code: String, message: String },
+    /// The helper binary could not be started.
+    Spawn(io::Error),
+    /// The helper died; `Exit` says how.
+    Died(Exit),
+    /// The helper broke the channel protocol or did not answer in time.
+    Protocol(String),
+}
+
+impl IsolateError {
+    pub fn code(&self) -> &str {
+        match self {
+            IsolateError::Unavailable { .. } => "ERR_ISOLATION_UNAVAILABLE",
+            IsolateError::Load { code, .. } => code,
+            IsolateError::Spawn(_) | IsolateError::Died(_) | IsolateError::Protocol(_) => "ERR_HELPER",
+        }
+    }
+}
+
+impl fmt::Display for IsolateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IsolateError::Unavailable { stage, message } => write!(f, "isolation unavailable at {stage}: {message}"),
+            IsolateError::Load { code, message } => write!(f, "{code}: {message}"),
+            IsolateError::Spawn(e) => write!(f, "cannot start the helper: {e}"),
+            IsolateError::Died(exit) => write!(f, "helper {exit}"),
+            IsolateError::Protocol(m) => write!(f, "helper protocol: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for IsolateError {}
+
+/// Where the helper is and how to lock it down.
+#[derive(Clone, Debug)]
+pub struct HelperOptions {
+    pub path: PathBuf,
+    pub args: Args,
+    /// Setup, compile and lockdown must finish within this.
+    pub start_timeout: Duration,
+}
+
+impl HelperOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        HelperOptions {
+            path: path.into(),
+            args: Args { namespaces: true, seccomp: true, seccomp_log: false },
+            start_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A running, locked-down helper that has loaded one module.
+pub struct Helper {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    ctl: UnixStream,
+    ready: Ready,
+    exit: Option<Exit>,
+    buf: Vec<u8>,
+    seq: u64,
+    started_in: Duration,
+}
+
+fn protocol_err(e: impl fmt::Display) -> IsolateError {
+    IsolateError::Protocol(e.to_string())
+}
+
+fn decode_failed(payload: &[u8]) -> IsolateError {
+    let mut d = Dec(payload);
+    let (stage, code, message) = match (d.string(), d.string(), d.string()) {
+        (Ok(s), Ok(c), Ok(m)) => (s, c, m),
+        _ => return IsolateError::Protocol("malformed FAILED frame".into()),
+    };
+    if code == "ERR_ISOLATION_UNAVAILABLE" {
+        IsolateError::Unavailable { stage, message }
+    } else {
+        IsolateError::Load { code, message }
+    }
+}
+
+fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own (pidfd_open sets close-on-exec).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Starts the helper process and hands back the stage-0 child and our end of the channel.
+fn start(opts: &HelperOptions) -> Result<(std::process::Child, UnixStream), IsolateError> {
+    let (ours, theirs) = UnixStream::pair().map_err(IsolateError::Spawn)?;
+    let child_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(&opts.path);
+    cmd.args(opts.args.to_vec())
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if child_fd == CTL_FD {
+                if libc::fcntl(CTL_FD, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(child_fd, CTL_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(IsolateError::Spawn)?;
+    drop(theirs);
+    Ok((child, ours))
+}
+
+impl Helper {
+    /// Starts a helper, waits until it is locked down with `module` loaded and instances
+    /// created. Errors name the stage that failed; nothing is downgraded here.
+    pub fn spawn(opts: &HelperOptions, module: &[u8], options: &SandboxOptions) -> Result<Helper, IsolateError> {
+        let started = Instant::now();
+        let (mut stage0, mut ctl) = start(opts)?;
+        let _ = ctl.set_read_timeout(Some(opts.start_timeout));
+        let mut buf = Vec::new();
+        let hello = protocol::read_frame(&mut ctl, &mut buf);
+        // Stage 0 exits right after HELLO (or FAILED); reap it either way.
+        let stage0_status = stage0.wait().map_err(IsolateError::Spawn)?;
+        let pid = match hello {
+            Ok(tag::HELLO) if buf.len() == 4 => u32::from_le_bytes(buf[..4].try_into().unwrap()) as libc::pid_t,
+            Ok(tag::FAILED) => return Err(decode_failed(&buf)),
+            Ok(t) => return Err(protocol_err(format!("expected HELLO, got frame {t}"))),
+            Err(e) => return Err(protocol_err(format!("no HELLO from the helper ({e}); stage 0 {stage0_status}"))),
+        };
+        let pidfd = pidfd_open(pid).map_err(IsolateError::Spawn)?;
+        let mut helper = Helper {
+            pid,
+            pidfd,
+            ctl,
+            ready: Ready { inner_pid: 0, interfaces: Vec::new(), namespaces: false, seccomp: false },
+            exit: None,
+            buf,
+            seq: 0,
+            started_in: Duration::ZERO,
+        };
+        let load = protocol::encode_load(module, options);
+        if protocol::write_frame(&mut helper.ctl, tag::LOAD, &load).is_err() {
+            return Err(helper.death_error());
+        }
+        match protocol::read_frame(&mut helper.ctl, &mut helper.buf) {
+            Ok(tag::READY) => helper.ready = protocol::decode_ready(&helper.buf).map_err(protocol_err)?,
+            Ok(tag::FAILED) => return Err(decode_failed(&helper.buf)),
+            Ok(t) => return Err(protocol_err(format!("expected READY, got frame {t}"))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+                return Err(protocol_err(format!("helper not ready within {:?}", opts.start_timeout)))
+            }
+            Err(_) => return Err(helper.death_error()),
+        }
+        let _ = helper.ctl.set_read_timeout(None);
+        helper.started_in = started.elapsed();
+        Ok(helper)
+    }
+
+    /// The helper's pid as the parent sees it.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// What the helper reported from inside after lockdown.
+    pub fn ready(&self) -> &Ready {
+        &self.ready
+    }
+
+    /// From spawn to READY (setup, compile, instances, lockdown).
+    pub fn start_time(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The isolation actually in force: `wasm+ns+seccomp`, `wasm+seccomp` or `wasm`.
+    pub fn sandbox_level(&self) -> &'static str {
+        match (self.ready.namespaces, self.ready.seccomp) {
+            (true, true) => "wasm+ns+seccomp",
+            (false, true) => "wasm+seccomp",
+            _ => "wasm",
+        }
+    }
+
+    /// Runs one encoded envelope in the helper and waits for its outcome.
+    pub fn handle(&mut self, envelope: &[u8], deadline: Option<Instant>) -> Result<HandleResult, IsolateError> {
+        self.seq += 1;
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let mut frame = std::mem::take(&mut self.buf);
+        protocol::encode_handle(&mut frame, self.seq, left, envelope);
+        let sent = protocol::write_frame(&mut self.ctl, tag::HANDLE, &frame);
+        self.buf = frame;
+        if sent.is_err() {
+            return Err(self.death_error());
+        }
+        match protocol::read_frame(&mut self.ctl, &mut self.buf) {
+            Ok(tag::OUTCOME) => {
+                let (seq, result) = protocol::decode_outcome(&self.buf).map_err(protocol_err)?;
+                if seq != self.seq {
+                    return Err(protocol_err(format!("outcome for event {seq}, expected {}", self.seq)));
+                }
+                Ok(result)
+            }
+            Ok(t) => Err(protocol_err(format!("expected OUTCOME, got frame {t}"))),
+            Err(_) => Err(self.death_error()),
+        }
+    }
+
+    /// Test builds: asks the helper to issue `probe`. `Ok(rc)` if it survived.
+    #[cfg(feature = "escape-tests")]
+    pub fn escape(&mut self, probe: crate::escape::Probe, arg: u64) -> Result<i64, IsolateError> {
+        let mut e = protocol::Enc::default();
+        e.u32(probe as u32).u64(arg);
+        if protocol::write_frame(&mut self.ctl, tag::ESCAPE, &e.0).is_err() {
+            return Err(self.death_error());
+        }
+        match protocol::read_frame(&mut self.ctl, &mut self.buf) {
+            Ok(tag::SURVIVED) if self.buf.len() == 8 => Ok(i64::from_le_bytes(self.buf[..8].try_into().unwrap())),
+            Ok(t) => Err(protocol_err(format!("expected SURVIVED, got frame {t}"))),
+            Err(_) => Err(self.death_error()),
+        }
+    }
+
+    /// The channel broke: the helper is dead or dying. Reap it and say how it ended.
+    fn death_error(&mut self) -> IsolateError {
+        match self.wait(Some(Duration::from_secs(5))) {
+            Some(exit) => IsolateError::Died(exit),
+            None => {
+                self.kill();
+                IsolateError::Died(self.wait(None).unwrap_or(Exit::Signal(libc::SIGKILL)))
+            }
+        }
+    }
+
+    /// Sends SIGKILL (through the pidfd: never to a recycled pid).
+    pub fn kill(&self) {
+        if self.exit.is_none() {
+            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32) };
+        }
+    }
+
+    /// Waits until the helper has exited (at most `timeout`), reaps it and returns how it
+    /// ended; `None` if it is still running.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Option<Exit> {
+        if let Some(exit) = self.exit {
+            return Some(exit);
+        }
+        if let Some(t) = timeout {
+            // A pidfd becomes readable when the process exits.
+            let mut pfd = libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let ms = t.as_millis().min(i32::MAX as u128) as i32;
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc <= 0 {
+                return None;
+            }
+        }
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        loop {
+            let rc = unsafe { libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
+            if rc == 0 {
+                break;
+            }
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return None;
+            }
+        }
+        let status = unsafe { info.si_status() };
+        let exit = if info.si_code == libc::CLD_EXITED { Exit::Code(status) } else { Exit::Signal(status) };
+        self.exit = Some(exit);
+        Some(exit)
+    }
+}
+
+impl Drop for Helper {
+    /// Kills and reaps the helper: no zombie, no descriptor left behind.
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            self.kill();
+            self.wait(None);
+        }
+    }
+}

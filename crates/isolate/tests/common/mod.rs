@@ -1,0 +1,73 @@
+//! Test guests and helpers shared by the isolate tests. Every test starts a real helper
+//! process (the `sluice-helper` binary Cargo built for this test run).
+#![allow(dead_code)]
+
+use sluice_isolate::{Helper, HelperOptions, IsolateError};
+use sluice_sandbox::{encode_envelope, Envelope, Limits, SandboxOptions};
+
+/// Acks every event and emits `{"ok":true}` on `out.x`.
+pub const EMITTER: &str = r#"(module
+  (import "sluice" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "out.x{\"ok\":true}")
+  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "sluice_handle") (param i32 i32) (result i32)
+    (drop (call $emit (i32.const 0) (i32.const 5) (i32.const 5) (i32.const 11)))
+    (i32.const 0)))"#;
+
+/// Traps on every event (a wasm trap is a SIGILL/SIGSEGV handled inside the helper).
+pub const TRAPPER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "sluice_handle") (param i32 i32) (result i32) unreachable))"#;
+
+/// Reads far out of bounds (a SIGSEGV inside the helper's pooled memory).
+pub const OOB: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "sluice_handle") (param i32 i32) (result i32) (i32.load (i32.const 0x7fff0000))))"#;
+
+/// Spins until the epoch ticker (a thread of the locked-down helper) interrupts it.
+pub const SPINNER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "sluice_handle") (param i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))"#;
+
+/// Grows its memory by one page per event, until the limit.
+pub const GROWER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "sluice_handle") (param i32 i32) (result i32)
+    (if (i32.lt_s (memory.grow (i32.const 16)) (i32.const 0)) (then unreachable))
+    (i32.const 0)))"#;
+
+pub fn helper_path() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice-helper")
+}
+
+pub fn options() -> SandboxOptions {
+    SandboxOptions {
+        limits: Limits { timeout_ms: 50, memory_bytes: 1 << 20, ..Limits::default() },
+        emits: vec!["out.>".into()],
+        config: Vec::new(),
+        concurrency: 1,
+    }
+}
+
+pub fn spawn(wat: &str) -> Result<Helper, IsolateError> {
+    Helper::spawn(&HelperOptions::new(helper_path()), &wat::parse_str(wat).unwrap(), &options())
+}
+
+pub fn envelope(id: &str, data: &[u8]) -> Vec<u8> {
+    encode_envelope(&Envelope {
+        id,
+        event_type: "order.created",
+        source: "test",
+        time_unix_nanos: 1,
+        subject: None,
+        traceparent: None,
+        deadline_unix_nanos: None,
+        data,
+    })
+    .unwrap()
+}
