@@ -19,6 +19,7 @@ mod linux {
     pub mod helper;
     pub mod lockdown;
     pub mod protocol;
+    pub mod ring;
     pub mod spawn;
 }
 

@@ -60,3 +60,45 @@ fn a_module_refused_inside_the_helper_reports_the_sandbox_code() {
     let err = spawn(r#"(module (memory (export "memory") 1))"#).err().unwrap();
     assert_eq!(err.code(), "ERR_COMPILE", "{err}");
 }
+
+#[test]
+fn a_pipelined_stream_through_the_rings_completes_every_event_once() {
+    let mut h = spawn(EMITTER).unwrap();
+    let env = envelope("e", br#"{"n":1}"#);
+    let total = 20_000u64;
+    let (mut sent, mut seen) = (0u64, vec![false; total as usize + 1]);
+    let mut out = Vec::new();
+    let mut done = 0;
+    while done < total {
+        while sent < total {
+            match h.submit(&env, None).unwrap() {
+                Some(seq) => {
+                    sent += 1;
+                    assert_eq!(seq, sent);
+                }
+                None => break,
+            }
+        }
+        out.clear();
+        h.poll(&mut out, Duration::from_millis(100)).unwrap();
+        for (seq, r) in &out {
+            assert_eq!(r.outcome, Outcome::Ack);
+            assert!(!std::mem::replace(&mut seen[*seq as usize], true), "event {seq} completed twice");
+            done += 1;
+        }
+    }
+    assert_eq!(h.in_flight(), 0);
+    assert!(seen[1..].iter().all(|s| *s));
+}
+
+#[test]
+fn envelopes_and_outcomes_bigger_than_a_ring_record_travel_over_the_socket() {
+    let mut h = spawn(BIG_EMITTER).unwrap();
+    let big = vec![b'x'; 600 << 10];
+    for data in [&b"{}"[..], &big[..], &b"{}"[..]] {
+        let r = h.handle(&envelope("e", data), None).unwrap();
+        assert_eq!(r.outcome, Outcome::Ack);
+        assert_eq!(r.emits.len(), 1);
+        assert_eq!(r.emits[0].data.len(), 300_000);
+    }
+}

@@ -6,13 +6,15 @@ use std::fs::File;
 use std::io;
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
 
 use sluice_sandbox::{EngineConfig, HandlerModule, Sandbox, SandboxEngine};
 
 use crate::filter;
 use crate::lockdown;
-use crate::protocol::{self, tag, Enc, Ready, CTL_FD};
+use crate::protocol::{self, record, tag, Enc, Ready, CTL_FD, RING_FD};
+use crate::ring::{Ring, Shm};
 
 /// Command-line switches; the parent chooses them from the deployment's isolation mode.
 #[derive(Clone, Copy, Debug, Default)]
@@ -124,10 +126,19 @@ fn run_helper(ctl: &mut File, args: Args) -> ! {
         Ok(t) => fail(ctl, "load", "ERR_INVALID_CONFIG", &format!("expected LOAD, got frame {t}")),
         Err(_) => unsafe { libc::_exit(0) },
     }
-    let (options, module) = match protocol::decode_load(&buf) {
+    let (options, module, ring_capacity) = match protocol::decode_load(&buf) {
         Ok(v) => v,
         Err(e) => fail(ctl, "load", "ERR_INVALID_CONFIG", &e.to_string()),
     };
+    if !ring_capacity.is_power_of_two() || !(4096..=(64 << 20)).contains(&ring_capacity) {
+        fail(ctl, "load", "ERR_INVALID_CONFIG", &format!("bad ring capacity {ring_capacity}"));
+    }
+    // Map the rings and drop the descriptor: after lockdown the helper holds no memfd of ours.
+    let shm = match Shm::map(unsafe { BorrowedFd::borrow_raw(RING_FD) }, ring_capacity) {
+        Ok(m) => m,
+        Err(e) => fail(ctl, "rings", ISOLATION, &format!("mmap: {e}")),
+    };
+    unsafe { libc::close(RING_FD) };
     // One engine per helper, sized for this deployment. Compilation runs on this thread: no
     // compiler thread pool is left behind, and nothing is compiled after lockdown.
     let config = EngineConfig {
@@ -157,45 +168,88 @@ fn run_helper(ctl: &mut File, args: Args) -> ! {
     if protocol::write_frame(ctl, tag::READY, &protocol::encode_ready(&ready)).is_err() {
         unsafe { libc::_exit(0) }
     }
-    serve(ctl, &sandbox)
+    serve(ctl, &sandbox, &shm)
 }
 
-/// The event loop after lockdown: only `read`/`write` on the control socket, plus whatever
-/// running a guest needs (docs/isolation.md).
-fn serve(ctl: &mut File, sandbox: &Sandbox) -> ! {
-    let mut buf = Vec::with_capacity(64 << 10);
+/// The event loop after lockdown: requests from the request ring, outcomes into the
+/// completion ring; oversized records over the control socket (`protocol::record`).
+fn serve(ctl: &mut File, sandbox: &Sandbox, shm: &Shm) -> ! {
+    let (requests, completions) = (shm.requests(), shm.completions());
+    let mut rec = Vec::with_capacity(64 << 10);
+    let mut big = Vec::new();
+    let mut spins = 0u32;
     loop {
-        let frame = match protocol::read_frame(ctl, &mut buf) {
-            Ok(t) => t,
-            // EOF: the parent closed the channel (or died); nothing to clean up.
-            Err(_) => unsafe { libc::_exit(0) },
-        };
-        let reply = match frame {
-            tag::HANDLE => match protocol::decode_handle(&buf) {
-                Ok((seq, left, envelope)) => {
-                    let deadline = left.map(|d| Instant::now() + d);
-                    let result = sandbox.handle_encoded(envelope, deadline);
-                    Some((tag::OUTCOME, protocol::encode_outcome(seq, &result)))
+        match requests.try_pop(&mut rec) {
+            Ok(true) => spins = 0,
+            Ok(false) => {
+                if requests.is_closed() {
+                    unsafe { libc::_exit(0) }
                 }
-                Err(_) => unsafe { libc::_exit(2) },
+                // Spin briefly (a wake-up costs tens of microseconds), then sleep on the futex.
+                spins += 1;
+                if spins < SPINS {
+                    std::hint::spin_loop();
+                } else {
+                    requests.wait_nonempty(Duration::from_millis(100));
+                }
+                continue;
+            }
+            // The parent wrote nonsense into our ring: stop.
+            Err(_) => unsafe { libc::_exit(2) },
+        }
+        let (kind, body) = match rec.split_first() {
+            Some((k, b)) => (*k, b),
+            None => unsafe { libc::_exit(2) },
+        };
+        let payload: &[u8] = match kind {
+            record::INLINE => body,
+            record::ON_SOCKET => match protocol::read_frame(ctl, &mut big) {
+                Ok(tag::HANDLE) => &big,
+                _ => unsafe { libc::_exit(2) },
             },
             #[cfg(feature = "escape-tests")]
-            tag::ESCAPE => {
-                let mut d = protocol::Dec(&buf);
+            record::ESCAPE => {
+                let mut d = protocol::Dec(body);
                 let (kind, arg) = (d.u32().unwrap_or(u32::MAX), d.u64().unwrap_or(0));
                 let rc = match crate::escape::Probe::from_u32(kind) {
                     Some(p) => crate::escape::run(p, arg),
                     None => i64::MIN,
                 };
-                Some((tag::SURVIVED, rc.to_le_bytes().to_vec()))
+                push(ctl, &completions, record::ESCAPE, &rc.to_le_bytes());
+                continue;
             }
-            // A frame this helper does not know: the parent is out of step; stop.
             _ => unsafe { libc::_exit(2) },
         };
-        if let Some((t, payload)) = reply {
-            if protocol::write_frame(ctl, t, &payload).is_err() {
-                unsafe { libc::_exit(0) }
-            }
+        let (seq, left, envelope) = match protocol::decode_handle(payload) {
+            Ok(v) => v,
+            Err(_) => unsafe { libc::_exit(2) },
+        };
+        let deadline = left.map(|d| Instant::now() + d);
+        let result = sandbox.handle_encoded(envelope, deadline);
+        let outcome = protocol::encode_outcome(seq, &result);
+        push(ctl, &completions, record::INLINE, &outcome);
+    }
+}
+
+/// Idle polls of the request ring before sleeping on it.
+const SPINS: u32 = 20_000;
+
+/// Appends a completion, waiting for space; oversized ones go over the socket behind a marker.
+fn push(ctl: &mut File, ring: &Ring<'_>, kind: u8, payload: &[u8]) {
+    let inline = payload.len() < ring.max_record();
+    let (kind, body) = if inline { (kind, payload) } else { (record::ON_SOCKET, &[][..]) };
+    loop {
+        let pushed = ring.try_push(body.len() + 1, |b| {
+            b[0] = kind;
+            b[1..].copy_from_slice(body);
+        });
+        match pushed {
+            Ok(true) => break,
+            Ok(false) => ring.wait_space(Duration::from_millis(100)),
+            Err(_) => unsafe { libc::_exit(2) },
         }
+    }
+    if !inline && protocol::write_frame(ctl, tag::OUTCOME, payload).is_err() {
+        unsafe { libc::_exit(0) }
     }
 }

@@ -6,7 +6,7 @@ use std::ffi::CStr;
 use std::fs;
 use std::io;
 
-use crate::protocol::CTL_FD;
+use crate::protocol::RING_FD;
 
 /// The outside id the helper runs as when it starts as root ("nobody").
 pub const UNPRIVILEGED_ID: u32 = 65534;
@@ -23,10 +23,10 @@ fn check_i(what: &str, rc: libc::c_int) -> Result<libc::c_int, String> {
     check(what, rc as libc::c_long).map(|r| r as libc::c_int)
 }
 
-/// Closes every descriptor except stdin/stdout (`/dev/null` from the parent), stderr and the
-/// control socket, whatever the parent forgot to mark close-on-exec.
+/// Closes every descriptor except stdin/stdout (`/dev/null` from the parent), stderr, the
+/// control socket and the ring memfd, whatever the parent forgot to mark close-on-exec.
 pub fn close_other_fds() -> Result<(), String> {
-    let first = (CTL_FD + 1) as libc::c_uint;
+    let first = (RING_FD + 1) as libc::c_uint;
     check("close_range", unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) }).map(drop)
 }
 

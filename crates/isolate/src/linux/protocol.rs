@@ -10,6 +10,21 @@ use sluice_sandbox::{Emit, ErrorKind, HandleResult, Limits, LogLevel, LogRecord,
 
 /// The helper's end of the control socket.
 pub const CTL_FD: i32 = 3;
+/// The shared-memory rings (memfd), mapped by the helper before lockdown and then closed.
+pub const RING_FD: i32 = 4;
+/// Bytes of each ring (requests and completions).
+pub const RING_CAPACITY: usize = 1 << 20;
+
+/// First byte of every ring record.
+pub mod record {
+    /// The rest of the record is the frame payload.
+    pub const INLINE: u8 = 0;
+    /// Too big for the ring: the payload follows on the control socket as a frame. Requests
+    /// take this path only when nothing is in flight (so the helper is reading, not writing).
+    pub const ON_SOCKET: u8 = 1;
+    /// Test builds: an escape probe (request) / its result (completion).
+    pub const ESCAPE: u8 = 2;
+}
 /// Largest frame either side accepts: a 16 MiB module plus 1 MiB config plus headers fits.
 pub const MAX_FRAME: usize = 32 << 20;
 
@@ -17,13 +32,11 @@ pub mod tag {
     // parent -> helper
     pub const LOAD: u8 = 1;
     pub const HANDLE: u8 = 2;
-    pub const ESCAPE: u8 = 3;
     // helper -> parent
     pub const HELLO: u8 = 10;
     pub const READY: u8 = 11;
     pub const FAILED: u8 = 12;
     pub const OUTCOME: u8 = 13;
-    pub const SURVIVED: u8 = 14;
 }
 
 pub fn write_frame(w: &mut impl Write, tag: u8, payload: &[u8]) -> io::Result<()> {
@@ -111,10 +124,10 @@ impl<'a> Dec<'a> {
 }
 
 /// `LOAD`: the module and how to run it.
-pub fn encode_load(module: &[u8], options: &SandboxOptions) -> Vec<u8> {
+pub fn encode_load(module: &[u8], options: &SandboxOptions, ring_capacity: usize) -> Vec<u8> {
     let l = &options.limits;
     let mut e = Enc::default();
-    e.u64(l.memory_bytes as u64)
+    e.u64(ring_capacity as u64).u64(l.memory_bytes as u64)
         .u64(l.timeout_ms)
         .u64(l.fuel.unwrap_or(u64::MAX))
         .u32(l.max_emits)
@@ -132,8 +145,9 @@ pub fn encode_load(module: &[u8], options: &SandboxOptions) -> Vec<u8> {
     e.0
 }
 
-pub fn decode_load(payload: &[u8]) -> io::Result<(SandboxOptions, &[u8])> {
+pub fn decode_load(payload: &[u8]) -> io::Result<(SandboxOptions, &[u8], usize)> {
     let mut d = Dec(payload);
+    let ring_capacity = d.u64()? as usize;
     let limits = Limits {
         memory_bytes: d.u64()? as usize,
         timeout_ms: d.u64()?,
@@ -153,7 +167,7 @@ pub fn decode_load(payload: &[u8]) -> io::Result<(SandboxOptions, &[u8])> {
     }
     let config = d.bytes()?.to_vec();
     let module = d.bytes()?;
-    Ok((SandboxOptions { limits, emits, config, concurrency }, module))
+    Ok((SandboxOptions { limits, emits, config, concurrency }, module, ring_capacity))
 }
 
 /// What the helper reports once it is locked down: its own view from inside.

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use sluice_sandbox::{HandleResult, SandboxOptions};
 
 use crate::helper::Args;
-use crate::protocol::{self, tag, Dec, Ready, CTL_FD};
+use crate::protocol::{self, record, tag, Dec, Ready, CTL_FD, RING_CAPACITY, RING_FD};
+use crate::ring::{Corrupt, Shm};
 
 /// How a helper ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,10 +107,15 @@ pub struct Helper {
     pid: libc::pid_t,
     pidfd: OwnedFd,
     ctl: UnixStream,
+    shm: Shm,
     ready: Ready,
     exit: Option<Exit>,
     buf: Vec<u8>,
+    frame: Vec<u8>,
     seq: u64,
+    /// Submitted and not yet completed.
+    in_flight: usize,
+    survived: Option<i64>,
     started_in: Duration,
 }
 
@@ -139,24 +145,35 @@ fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Starts the helper process and hands back the stage-0 child and our end of the channel.
-fn start(opts: &HelperOptions) -> Result<(std::process::Child, UnixStream), IsolateError> {
+/// A close-on-exec duplicate numbered above the helper's fixed descriptors, so the `dup2`s
+/// after fork cannot overwrite one another.
+fn dup_high(fd: i32) -> io::Result<OwnedFd> {
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Starts the helper process with the control socket on fd 3 and the ring memfd on fd 4, and
+/// hands back the stage-0 child and our end of the socket.
+fn start(opts: &HelperOptions, ring: &OwnedFd) -> Result<(std::process::Child, UnixStream), IsolateError> {
     let (ours, theirs) = UnixStream::pair().map_err(IsolateError::Spawn)?;
-    let child_fd = theirs.as_raw_fd();
+    let theirs = dup_high(theirs.as_raw_fd()).map_err(IsolateError::Spawn)?;
+    let ring = dup_high(ring.as_raw_fd()).map_err(IsolateError::Spawn)?;
+    let (child_fd, ring_fd) = (theirs.as_raw_fd(), ring.as_raw_fd());
     let mut cmd = Command::new(&opts.path);
     cmd.args(opts.args.to_vec())
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl) between fork and exec.
+    // SAFETY: only async-signal-safe calls (dup2, prctl) between fork and exec. dup2 clears
+    // close-on-exec on the copies; the originals (numbered >= 10) close at exec.
     unsafe {
         cmd.pre_exec(move || {
-            if child_fd == CTL_FD {
-                if libc::fcntl(CTL_FD, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(child_fd, CTL_FD) < 0 {
+            if libc::dup2(child_fd, CTL_FD) < 0 || libc::dup2(ring_fd, RING_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
@@ -164,7 +181,7 @@ fn start(opts: &HelperOptions) -> Result<(std::process::Child, UnixStream), Isol
         });
     }
     let child = cmd.spawn().map_err(IsolateError::Spawn)?;
-    drop(theirs);
+    drop((theirs, ring));
     Ok((child, ours))
 }
 
@@ -173,7 +190,10 @@ impl Helper {
     /// created. Errors name the stage that failed; nothing is downgraded here.
     pub fn spawn(opts: &HelperOptions, module: &[u8], options: &SandboxOptions) -> Result<Helper, IsolateError> {
         let started = Instant::now();
-        let (mut stage0, mut ctl) = start(opts)?;
+        let (shm, ring_fd) = Shm::create(RING_CAPACITY).map_err(IsolateError::Spawn)?;
+        let spawned = start(opts, &ring_fd);
+        drop(ring_fd);
+        let (mut stage0, mut ctl) = spawned?;
         let _ = ctl.set_read_timeout(Some(opts.start_timeout));
         let mut buf = Vec::new();
         let hello = protocol::read_frame(&mut ctl, &mut buf);
@@ -190,13 +210,17 @@ impl Helper {
             pid,
             pidfd,
             ctl,
+            shm,
             ready: Ready { inner_pid: 0, interfaces: Vec::new(), namespaces: false, seccomp: false },
             exit: None,
             buf,
+            frame: Vec::new(),
             seq: 0,
+            in_flight: 0,
+            survived: None,
             started_in: Duration::ZERO,
         };
-        let load = protocol::encode_load(module, options);
+        let load = protocol::encode_load(module, options, RING_CAPACITY);
         if protocol::write_frame(&mut helper.ctl, tag::LOAD, &load).is_err() {
             return Err(helper.death_error());
         }
@@ -238,42 +262,159 @@ impl Helper {
         }
     }
 
-    /// Runs one encoded envelope in the helper and waits for its outcome.
-    pub fn handle(&mut self, envelope: &[u8], deadline: Option<Instant>) -> Result<HandleResult, IsolateError> {
-        self.seq += 1;
+    /// Events submitted whose outcome has not been polled yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Queues one encoded envelope (docs/abi.md) for the helper without waiting. Returns its
+    /// sequence number, or `None` when the request ring is full (poll, then try again). An
+    /// envelope too big for the ring is sent over the socket, only when nothing is in flight.
+    pub fn submit(&mut self, envelope: &[u8], deadline: Option<Instant>) -> Result<Option<u64>, IsolateError> {
+        if let Some(exit) = self.exit {
+            return Err(IsolateError::Died(exit));
+        }
+        let seq = self.seq + 1;
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
-        let mut frame = std::mem::take(&mut self.buf);
-        protocol::encode_handle(&mut frame, self.seq, left, envelope);
-        let sent = protocol::write_frame(&mut self.ctl, tag::HANDLE, &frame);
-        self.buf = frame;
-        if sent.is_err() {
+        protocol::encode_handle(&mut self.frame, seq, left, envelope);
+        let ring = self.shm.requests();
+        let inline = self.frame.len() < ring.max_record();
+        if !inline && self.in_flight > 0 {
+            return Ok(None);
+        }
+        let frame = &self.frame;
+        let pushed = if inline {
+            ring.try_push(frame.len() + 1, |b| {
+                b[0] = record::INLINE;
+                b[1..].copy_from_slice(frame);
+            })
+        } else {
+            ring.try_push(1, |b| b[0] = record::ON_SOCKET)
+        };
+        match pushed {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(c) => return Err(self.corrupt(c)),
+        }
+        if !inline && protocol::write_frame(&mut self.ctl, tag::HANDLE, &self.frame).is_err() {
             return Err(self.death_error());
         }
-        match protocol::read_frame(&mut self.ctl, &mut self.buf) {
-            Ok(tag::OUTCOME) => {
-                let (seq, result) = protocol::decode_outcome(&self.buf).map_err(protocol_err)?;
-                if seq != self.seq {
-                    return Err(protocol_err(format!("outcome for event {seq}, expected {}", self.seq)));
+        self.seq = seq;
+        self.in_flight += 1;
+        Ok(Some(seq))
+    }
+
+    /// Collects completed outcomes `(seq, result)` into `out`, waiting up to `wait` for the
+    /// first one. Outcomes the helper finished before dying are still delivered; after that,
+    /// `Err(Died)` reports the death (the pidfd is checked whenever the ring is idle).
+    pub fn poll(&mut self, out: &mut Vec<(u64, HandleResult)>, wait: Duration) -> Result<usize, IsolateError> {
+        let until = Instant::now() + wait;
+        let mut got = 0;
+        loop {
+            match self.next_completion() {
+                Ok(Some(done)) => {
+                    out.push(done);
+                    got += 1;
+                    continue;
                 }
-                Ok(result)
+                Ok(None) => {}
+                Err(e) => return Err(e),
             }
-            Ok(t) => Err(protocol_err(format!("expected OUTCOME, got frame {t}"))),
-            Err(_) => Err(self.death_error()),
+            if got > 0 {
+                return Ok(got);
+            }
+            if self.exit.is_some() || self.wait(Some(Duration::ZERO)).is_some() {
+                // Dead: the ring may still hold what it finished; drain that first.
+                if self.shm.completions().is_empty() {
+                    return Err(IsolateError::Died(self.exit.unwrap()));
+                }
+                continue;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(0);
+            }
+            // Short slices: the pidfd is looked at between them (death seen within ~10 ms).
+            self.shm.completions().wait_nonempty((until - now).min(Duration::from_millis(10)));
+        }
+    }
+
+    /// One record from the completion ring, if any.
+    fn next_completion(&mut self) -> Result<Option<(u64, HandleResult)>, IsolateError> {
+        loop {
+            let popped = self.shm.completions().try_pop(&mut self.buf);
+            match popped {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(c) => return Err(self.corrupt(c)),
+            }
+            let kind = self.buf.first().copied();
+            let payload = match kind {
+                Some(record::INLINE) => &self.buf[1..],
+                Some(record::ON_SOCKET) => match protocol::read_frame(&mut self.ctl, &mut self.frame) {
+                    Ok(tag::OUTCOME) => &self.frame[..],
+                    _ => return Err(self.death_error()),
+                },
+                Some(record::ESCAPE) if self.buf.len() == 9 => {
+                    self.survived = Some(i64::from_le_bytes(self.buf[1..9].try_into().unwrap()));
+                    continue;
+                }
+                _ => return Err(self.corrupt(Corrupt(format!("unknown completion record {kind:?}")))),
+            };
+            let decoded = protocol::decode_outcome(payload);
+            let (seq, result) = match decoded {
+                Ok(v) => v,
+                Err(e) => return Err(self.corrupt(Corrupt(e.to_string()))),
+            };
+            if self.in_flight == 0 || seq > self.seq {
+                return Err(self.corrupt(Corrupt(format!("outcome for event {seq}, never sent"))));
+            }
+            self.in_flight -= 1;
+            return Ok(Some((seq, result)));
+        }
+    }
+
+    /// The helper broke the shared-memory protocol: treat it as compromised and kill it.
+    fn corrupt(&mut self, c: Corrupt) -> IsolateError {
+        self.kill();
+        self.wait(None);
+        IsolateError::Protocol(format!("helper {} corrupted the channel: {}", self.pid, c.0))
+    }
+
+    /// Runs one encoded envelope and waits for its outcome (nothing else may be in flight).
+    pub fn handle(&mut self, envelope: &[u8], deadline: Option<Instant>) -> Result<HandleResult, IsolateError> {
+        let seq = loop {
+            if let Some(seq) = self.submit(envelope, deadline)? {
+                break seq;
+            }
+            self.shm.requests().wait_space(Duration::from_millis(10));
+        };
+        let mut out = Vec::with_capacity(1);
+        loop {
+            self.poll(&mut out, Duration::from_millis(100))?;
+            if let Some(i) = out.iter().position(|(s, _)| *s == seq) {
+                return Ok(out.swap_remove(i).1);
+            }
         }
     }
 
     /// Test builds: asks the helper to issue `probe`. `Ok(rc)` if it survived.
     #[cfg(feature = "escape-tests")]
     pub fn escape(&mut self, probe: crate::escape::Probe, arg: u64) -> Result<i64, IsolateError> {
-        let mut e = protocol::Enc::default();
-        e.u32(probe as u32).u64(arg);
-        if protocol::write_frame(&mut self.ctl, tag::ESCAPE, &e.0).is_err() {
-            return Err(self.death_error());
+        let pushed = self.shm.requests().try_push(13, |b| {
+            b[0] = record::ESCAPE;
+            b[1..5].copy_from_slice(&(probe as u32).to_le_bytes());
+            b[5..13].copy_from_slice(&arg.to_le_bytes());
+        });
+        if !matches!(pushed, Ok(true)) {
+            return Err(IsolateError::Protocol("request ring full".into()));
         }
-        match protocol::read_frame(&mut self.ctl, &mut self.buf) {
-            Ok(tag::SURVIVED) if self.buf.len() == 8 => Ok(i64::from_le_bytes(self.buf[..8].try_into().unwrap())),
-            Ok(t) => Err(protocol_err(format!("expected SURVIVED, got frame {t}"))),
-            Err(_) => Err(self.death_error()),
+        let mut out = Vec::new();
+        loop {
+            self.poll(&mut out, Duration::from_millis(100))?;
+            if let Some(rc) = self.survived.take() {
+                return Ok(rc);
+            }
         }
     }
 
@@ -330,6 +471,7 @@ impl Helper {
 impl Drop for Helper {
     /// Kills and reaps the helper: no zombie, no descriptor left behind.
     fn drop(&mut self) {
+        self.shm.requests().close();
         if self.exit.is_none() {
             self.kill();
             self.wait(None);

@@ -15,6 +15,16 @@ pub const EMITTER: &str = r#"(module
     (drop (call $emit (i32.const 0) (i32.const 5) (i32.const 5) (i32.const 11)))
     (i32.const 0)))"#;
 
+/// Acks and emits 300 000 bytes on `out.big`: an outcome too large for the completion ring.
+pub const BIG_EMITTER: &str = r#"(module
+  (import "sluice" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 16)
+  (data (i32.const 0) "out.big")
+  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 320000))
+  (func (export "sluice_handle") (param i32 i32) (result i32)
+    (drop (call $emit (i32.const 0) (i32.const 7) (i32.const 0) (i32.const 300000)))
+    (i32.const 0)))"#;
+
 /// Traps on every event (a wasm trap is a SIGILL/SIGSEGV handled inside the helper).
 pub const TRAPPER: &str = r#"(module
   (memory (export "memory") 1)

@@ -1,0 +1,343 @@
+//! A lock-free bounded single-producer/single-consumer byte ring in shared memory (a memfd
+//! mapped by the parent and the helper), with futex wake-ups on words inside the mapping.
+//!
+//! Records are `u32 len | u32 reserved | payload`, padded to 8 bytes. A record that does not fit
+//! before the end of the buffer is preceded by a wrap marker (`len == u32::MAX`) and starts
+//! again at offset 0. `head` (consumer) and `tail` (producer) are byte positions that only grow.
+//!
+//! The other side may be compromised: every position and length read from the mapping is
+//! checked before use, and payloads are copied out before anyone decodes them (the peer can
+//! still write while we read). A violation is `Corrupt`, and the caller kills the helper.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Bytes of one ring's header page.
+const HEADER: usize = 4096;
+const WRAP: u32 = u32::MAX;
+
+#[repr(C)]
+struct Header {
+    head: AtomicU64,
+    _p0: [u8; 56],
+    tail: AtomicU64,
+    _p1: [u8; 56],
+    /// 1 while the consumer sleeps (futex word).
+    consumer_sleeping: AtomicU32,
+    _p2: [u8; 60],
+    /// 1 while the producer waits for space (futex word).
+    producer_sleeping: AtomicU32,
+    _p3: [u8; 60],
+    /// Set by the parent when it closes the channel.
+    closed: AtomicU32,
+}
+
+/// The peer broke the ring's invariants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt(pub String);
+
+/// A shared mapping holding two rings: parent→helper requests and helper→parent completions.
+pub struct Shm {
+    base: NonNull<u8>,
+    len: usize,
+    capacity: usize,
+}
+
+// SAFETY: the mapping is only accessed through atomics and bounds-checked copies.
+unsafe impl Send for Shm {}
+unsafe impl Sync for Shm {}
+
+impl Shm {
+    /// Bytes of the mapping for two rings of `capacity` each.
+    pub fn size_for(capacity: usize) -> usize {
+        2 * (HEADER + capacity)
+    }
+
+    /// Parent side: a new memfd of the right size, mapped. Returns the fd to hand to the helper.
+    pub fn create(capacity: usize) -> io::Result<(Shm, OwnedFd)> {
+        assert!(capacity.is_power_of_two() && capacity >= 4096);
+        let fd = unsafe { libc::memfd_create(c"sluice-ring".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let len = Shm::size_for(capacity);
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The helper must not be able to shrink it under us (SIGBUS in the parent).
+        unsafe {
+            libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL);
+        }
+        let shm = Shm::map(fd.as_fd_borrowed(), capacity)?;
+        Ok((shm, fd))
+    }
+
+    /// Maps `fd` (helper side: the memfd inherited from the parent).
+    pub fn map(fd: BorrowedFd<'_>, capacity: usize) -> io::Result<Shm> {
+        let len = Shm::size_for(capacity);
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Shm { base: NonNull::new(p.cast()).unwrap(), len, capacity })
+    }
+
+    fn ring(&self, index: usize) -> Ring<'_> {
+        let off = index * (HEADER + self.capacity);
+        // SAFETY: both rings lie inside the mapping; the header is page-aligned.
+        unsafe {
+            Ring {
+                header: &*(self.base.as_ptr().add(off) as *const Header),
+                data: self.base.as_ptr().add(off + HEADER),
+                capacity: self.capacity,
+            }
+        }
+    }
+
+    /// Parent → helper.
+    pub fn requests(&self) -> Ring<'_> {
+        self.ring(0)
+    }
+
+    /// Helper → parent.
+    pub fn completions(&self) -> Ring<'_> {
+        self.ring(1)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+trait AsFdBorrowed {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdBorrowed for OwnedFd {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // Not FUTEX_PRIVATE_FLAG: the word is shared with another process.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts, 0usize, 0u32) };
+}
+
+fn futex_wake(word: &AtomicU32) {
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0usize, 0usize, 0u32) };
+}
+
+fn padded(len: usize) -> usize {
+    8 + ((len + 7) & !7)
+}
+
+/// One direction. Exactly one process produces and one consumes.
+pub struct Ring<'a> {
+    header: &'a Header,
+    data: *mut u8,
+    capacity: usize,
+}
+
+impl Ring<'_> {
+    /// Largest payload a record may carry; bigger ones travel another way (see `transport`).
+    pub fn max_record(&self) -> usize {
+        self.capacity / 4
+    }
+
+    fn positions(&self) -> Result<(u64, u64), Corrupt> {
+        let head = self.header.head.load(Ordering::Acquire);
+        let tail = self.header.tail.load(Ordering::Acquire);
+        if tail < head || tail - head > self.capacity as u64 || head % 8 != 0 || tail % 8 != 0 {
+            return Err(Corrupt(format!("ring positions head={head} tail={tail}")));
+        }
+        Ok((head, tail))
+    }
+
+    fn write_u32(&self, pos: u64, v: u32) {
+        let off = (pos as usize) & (self.capacity - 1);
+        unsafe { std::ptr::write_volatile(self.data.add(off) as *mut u32, v) };
+    }
+
+    fn read_u32(&self, pos: u64) -> u32 {
+        let off = (pos as usize) & (self.capacity - 1);
+        unsafe { std::ptr::read_volatile(self.data.add(off) as *const u32) }
+    }
+
+    /// Producer: appends a record of `len` bytes written by `fill`. `Ok(false)` when full.
+    pub fn try_push(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<bool, Corrupt> {
+        assert!(len <= self.max_record());
+        let (head, tail) = self.positions()?;
+        let need = padded(len) as u64;
+        let free = self.capacity as u64 - (tail - head);
+        let to_end = (self.capacity - (tail as usize & (self.capacity - 1))) as u64;
+        let (start, skip) = if to_end < need { (tail + to_end, to_end) } else { (tail, 0) };
+        if free < need + skip {
+            return Ok(false);
+        }
+        if skip > 0 {
+            self.write_u32(tail, WRAP);
+        }
+        let off = start as usize & (self.capacity - 1);
+        // SAFETY: `off + need <= capacity` (no wrap inside a record) and the consumer does not
+        // read past `tail`, so these bytes are ours until we publish.
+        unsafe {
+            let payload = std::slice::from_raw_parts_mut(self.data.add(off + 8), len);
+            fill(payload);
+        }
+        self.write_u32(start, len as u32);
+        self.header.tail.store(start + need, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.header.consumer_sleeping.load(Ordering::Relaxed) != 0 {
+            self.header.consumer_sleeping.store(0, Ordering::Relaxed);
+            futex_wake(&self.header.consumer_sleeping);
+        }
+        Ok(true)
+    }
+
+    /// Consumer: copies the next record into `out`. `Ok(false)` when empty.
+    pub fn try_pop(&self, out: &mut Vec<u8>) -> Result<bool, Corrupt> {
+        let (mut head, tail) = self.positions()?;
+        if head == tail {
+            return Ok(false);
+        }
+        let mut len = self.read_u32(head);
+        if len == WRAP {
+            let to_end = (self.capacity - (head as usize & (self.capacity - 1))) as u64;
+            head += to_end;
+            if head >= tail {
+                return Err(Corrupt("wrap marker past the tail".into()));
+            }
+            len = self.read_u32(head);
+        }
+        let need = padded(len as usize) as u64;
+        let off = head as usize & (self.capacity - 1);
+        if len as usize > self.max_record() || head + need > tail || off + need as usize > self.capacity {
+            return Err(Corrupt(format!("record of {len} bytes at {head} (tail {tail})")));
+        }
+        out.clear();
+        // SAFETY: bounds checked above; a copy, so the peer's later writes cannot change it.
+        unsafe { out.extend_from_slice(std::slice::from_raw_parts(self.data.add(off + 8), len as usize)) };
+        self.header.head.store(head + need, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.header.producer_sleeping.load(Ordering::Relaxed) != 0 {
+            self.header.producer_sleeping.store(0, Ordering::Relaxed);
+            futex_wake(&self.header.producer_sleeping);
+        }
+        Ok(true)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.header.head.load(Ordering::Acquire) == self.header.tail.load(Ordering::Acquire)
+    }
+
+    /// Consumer: sleeps until a record arrives or `timeout` passes (no lost wake-up: the flag is
+    /// raised before the last emptiness check).
+    pub fn wait_nonempty(&self, timeout: Duration) {
+        self.header.consumer_sleeping.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.is_empty() && !self.is_closed() {
+            futex_wait(&self.header.consumer_sleeping, 1, timeout);
+        }
+        self.header.consumer_sleeping.store(0, Ordering::Relaxed);
+    }
+
+    /// Producer: sleeps until the consumer takes a record or `timeout` passes.
+    pub fn wait_space(&self, timeout: Duration) {
+        let before = self.header.head.load(Ordering::Acquire);
+        self.header.producer_sleeping.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.header.head.load(Ordering::Acquire) == before {
+            futex_wait(&self.header.producer_sleeping, 1, timeout);
+        }
+        self.header.producer_sleeping.store(0, Ordering::Relaxed);
+    }
+
+    pub fn close(&self) {
+        self.header.closed.store(1, Ordering::SeqCst);
+        futex_wake(&self.header.consumer_sleeping);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.header.closed.load(Ordering::Acquire) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_cross_threads_in_order_through_wraps() {
+        let (shm, _fd) = Shm::create(4096).unwrap();
+        let shm = std::sync::Arc::new(shm);
+        let s2 = shm.clone();
+        let len_of = |i: u32| 4 + (i as usize * 7) % 900;
+        let producer = std::thread::spawn(move || {
+            let r = s2.requests();
+            for i in 0..20_000u32 {
+                let fill = |b: &mut [u8]| {
+                    b[..4].copy_from_slice(&i.to_le_bytes());
+                    b[4..].fill(i as u8);
+                };
+                while !r.try_push(len_of(i), fill).unwrap() {
+                    r.wait_space(Duration::from_millis(10));
+                }
+            }
+        });
+        let r = shm.requests();
+        let mut out = Vec::new();
+        for i in 0..20_000u32 {
+            while !r.try_pop(&mut out).unwrap() {
+                r.wait_nonempty(Duration::from_millis(10));
+            }
+            assert_eq!(out.len(), len_of(i));
+            assert_eq!(u32::from_le_bytes(out[..4].try_into().unwrap()), i);
+            assert!(out[4..].iter().all(|b| *b == i as u8));
+        }
+        producer.join().unwrap();
+    }
+
+    #[test]
+    fn full_ring_refuses_and_frees_after_pop() {
+        let (shm, _fd) = Shm::create(4096).unwrap();
+        let r = shm.completions();
+        let mut n = 0;
+        while r.try_push(1000, |b| b.fill(1)).unwrap() {
+            n += 1;
+        }
+        assert_eq!(n, 4);
+        let mut out = Vec::new();
+        assert!(r.try_pop(&mut out).unwrap());
+        assert_eq!(out.len(), 1000);
+        assert!(r.try_push(1000, |b| b.fill(2)).unwrap());
+    }
+
+    #[test]
+    fn corrupt_positions_are_reported_not_followed() {
+        let (shm, _fd) = Shm::create(4096).unwrap();
+        let r = shm.requests();
+        r.header.tail.store(1 << 40, Ordering::SeqCst);
+        assert!(r.try_pop(&mut Vec::new()).is_err());
+        r.header.tail.store(16, Ordering::SeqCst);
+        r.write_u32(0, 4000);
+        assert!(r.try_pop(&mut Vec::new()).is_err());
+    }
+}
