@@ -21,12 +21,15 @@ mod linux {
     pub mod protocol;
     pub mod ring;
     pub mod spawn;
+    pub mod supervisor;
 }
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub use linux::*;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub use linux::spawn::{Exit, Helper, HelperOptions, IsolateError};
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub use linux::supervisor::{Completion, KillSwitch, Supervisor, SupervisorOptions, SupervisorStats};
 
 /// Whether this platform can run isolated handlers at all.
 pub const SUPPORTED: bool = cfg!(all(target_os = "linux", target_arch = "x86_64"));

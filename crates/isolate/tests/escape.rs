@@ -91,3 +91,23 @@ fn without_the_filter_the_same_probes_reach_the_kernel() {
     assert!(h.escape(Probe::OpenHostFile, 0).unwrap() < 0, "the empty root has no /etc/passwd");
     assert!(h.escape(Probe::Socket, 0).unwrap() >= 0);
 }
+
+#[test]
+fn the_supervisor_reports_a_seccomp_kill_and_serves_on_a_new_helper() {
+    let mut opts = sluice_isolate::SupervisorOptions::new(HelperOptions::new(helper_path()));
+    opts.max_kills = 1;
+    let mut sup: sluice_isolate::Supervisor<u32> =
+        sluice_isolate::Supervisor::start(opts, wat::parse_str(EMITTER).unwrap().into(), options()).unwrap();
+    let first = sup.pid().unwrap();
+    let mut out = Vec::new();
+    assert_eq!(sup.escape(Probe::Execve, 0, &mut out), None);
+    let stats = sup.stats().clone();
+    assert_eq!((stats.deaths, stats.seccomp_kills), (1, 1));
+    assert!(stats.last_exit.unwrap().is_seccomp_kill());
+    assert_ne!(sup.pid().unwrap(), first);
+    sup.submit(7, envelope("e", b"{}"), None).unwrap();
+    while out.is_empty() {
+        sup.poll(&mut out, std::time::Duration::from_millis(100));
+    }
+    assert!(matches!(&out[0], sluice_isolate::Completion::Done { item: 7, attempts: 1, .. }), "{:?}", out[0]);
+}

@@ -243,6 +243,11 @@ impl Helper {
         self.pid
     }
 
+    /// A duplicate of the helper's pidfd (for a `KillSwitch`).
+    pub fn pidfd_dup(&self) -> io::Result<OwnedFd> {
+        self.pidfd.try_clone()
+    }
+
     /// What the helper reported from inside after lockdown.
     pub fn ready(&self) -> &Ready {
         &self.ready
