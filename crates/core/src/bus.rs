@@ -2,6 +2,8 @@
 //! subscription's overflow policy. Publishing never takes a lock on the route table.
 
 use crate::context::{unix_now_ms, Context};
+use crate::delivery::{dead_letter, DeadLetterStats, DeliveryEnv, SettleHook};
+use crate::filter::FilterChain;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Encoding, Event, EventId, EventInit};
 use crate::overflow::Overflow;
@@ -44,6 +46,11 @@ pub struct Totals {
     pub expired: u64,
     pub failed: u64,
     pub filtered: u64,
+    pub acked: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub discarded: u64,
+    pub duplicates_suppressed: u64,
 }
 
 impl Totals {
@@ -54,6 +61,11 @@ impl Totals {
         self.expired += s.queue.expired;
         self.failed += s.queue.failed;
         self.filtered += s.filtered;
+        self.acked += s.delivery.acked;
+        self.retried += s.delivery.retried;
+        self.dead_lettered += s.delivery.dead_lettered;
+        self.discarded += s.delivery.discarded;
+        self.duplicates_suppressed += s.delivery.duplicates_suppressed;
     }
 }
 
@@ -66,6 +78,8 @@ pub struct BusStats {
     pub unrouted: u64,
     #[serde(flatten)]
     pub totals: Totals,
+    /// Dead letters kept for `replay`.
+    pub dead_letters: DeadLetterStats,
     /// Live subscriptions only.
     pub subscriptions: Vec<SubscriptionStats>,
 }
@@ -81,6 +95,8 @@ pub struct Bus {
     unrouted: AtomicU64,
     /// Final counters of removed subscriptions.
     retired: std::sync::Mutex<Totals>,
+    /// Retry timer, settle hook and dead-letter retention shared by the subscriptions.
+    delivery: Arc<DeliveryEnv>,
 }
 
 /// The outcome of a publish that may have to wait.
@@ -271,6 +287,7 @@ impl Bus {
             published: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
             retired: std::sync::Mutex::new(Totals::default()),
+            delivery: Arc::new(DeliveryEnv::default()),
         })
     }
 
@@ -285,14 +302,20 @@ impl Bus {
         self.check_open()?;
         let pattern = Pattern::parse(pattern)?;
         let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
-        let sub = Arc::new(Subscription::new(id, pattern, opts, self.origin.clone())?);
+        let sub = Arc::new(Subscription::new(id, pattern, opts, self.origin.clone(), self.delivery.clone())?);
         self.router.add(sub.clone());
         Ok(sub)
     }
 
     /// Default options for a subscription on this bus.
     pub fn subscribe_options(&self) -> SubscribeOptions {
-        SubscribeOptions { capacity: self.defaults.capacity, overflow: self.defaults.overflow, filter: None, name: None }
+        SubscribeOptions {
+            capacity: self.defaults.capacity,
+            overflow: self.defaults.overflow,
+            filter: None,
+            name: None,
+            delivery: Default::default(),
+        }
     }
 
     /// Removes the subscription; what is still queued is counted as dropped (closed).
@@ -403,6 +426,12 @@ impl Bus {
     /// it. A full `block` subscription counts it as `dropped_full`.
     pub fn try_publish_event(&self, ev: Arc<Event>) -> Result<bool> {
         self.check_open()?;
+        Ok(self.route_now(ev))
+    }
+
+    /// `try_publish_event` without the open check: dead letters still flow while a closing
+    /// bus drains its handlers.
+    fn route_now(&self, ev: Arc<Event>) -> bool {
         let mut accepted = true;
         let mut matched = false;
         self.router.for_each_route(&ev, |sub| {
@@ -417,7 +446,49 @@ impl Bus {
             }
         });
         self.count_published(matched);
-        Ok(accepted)
+        accepted
+    }
+
+    /// Installs the hook a durable layer uses to learn each settle decision (once per bus).
+    pub fn set_settle_hook(&self, hook: Arc<dyn SettleHook>) -> Result<()> {
+        self.delivery.hook.set(hook).map_err(|_| Error::invalid("this bus already has a settle hook"))
+    }
+
+    /// Publishes the dead-letter envelope of `ev` on `topic` without waiting (a full queue
+    /// there counts its own drop) and keeps the original for `replay`. `false` if the envelope
+    /// could not be made (the original is then counted `discarded` by the caller).
+    pub(crate) fn dead_letter(&self, sub: &Subscription, topic: &str, ev: &Arc<Event>, reason: &str, attempts: u32) -> bool {
+        let init = EventInit {
+            topic: topic.to_owned(),
+            traceparent: ev.traceparent.as_deref().map(str::to_owned),
+            encoding: Some(Encoding::Json),
+            data: dead_letter::envelope(sub, ev, reason, attempts),
+            ..Default::default()
+        };
+        let Ok(envelope) = self.make_event(init, None) else { return false };
+        self.delivery.dead_letters.retain(topic, ev.clone());
+        self.route_now(envelope);
+        true
+    }
+
+    /// Publishes again, in order, up to `limit` dead letters kept for `topic` whose original
+    /// event passes `filter`; they leave the retention. Returns how many, and the rest of the
+    /// batch if a `block` queue made it wait (finish it like `publish_batch`).
+    pub fn replay(
+        &self,
+        topic: &str,
+        filter: Option<&FilterChain>,
+        limit: usize,
+        ctx: Option<&Context>,
+    ) -> Result<(usize, Option<PendingBatch>)> {
+        self.check_open()?;
+        validate_topic(topic)?;
+        if let Some(e) = ctx.and_then(Context::error) {
+            return Err(e);
+        }
+        let events = self.delivery.dead_letters.take(topic, filter, limit, ctx);
+        let n = events.len();
+        Ok((n, self.publish_batch(events, ctx)?))
     }
 
     pub fn try_publish(&self, init: EventInit, ctx: Option<&Context>) -> Result<bool> {
@@ -567,6 +638,7 @@ impl Bus {
             published: self.published.load(Ordering::Relaxed),
             unrouted: self.unrouted.load(Ordering::Relaxed),
             totals,
+            dead_letters: self.delivery.dead_letters.stats(),
             subscriptions,
         }
     }

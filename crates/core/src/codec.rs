@@ -7,6 +7,7 @@
 //! The second list names only events that need a fix-up on the JS side: a live publisher Context
 //! to attach (contextId ≠ 0) or base64 data to turn back into bytes (binary = 1).
 
+use crate::delivery::Delivered;
 use crate::event::{Encoding, Event, EventId};
 use crate::json::write_string;
 use crate::subscription::Origin;
@@ -21,7 +22,7 @@ pub fn encode_js_batch(origin: &Origin, events: &[Arc<Event>], out: &mut Vec<u8>
         if i > 0 {
             out.push(b',');
         }
-        encode_event(origin, ev, out);
+        encode_event(origin, ev, 1, out);
         let ctx = ev.ctx.as_ref().map_or(0, |c| c.id());
         let binary = ev.encoding == Encoding::Binary;
         if ctx != 0 || binary {
@@ -47,7 +48,46 @@ pub fn render_id(origin: &Origin, id: &EventId, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_event(origin: &Origin, ev: &Event, out: &mut Vec<u8>) {
+/// Like `encode_js_batch`, for a handler's deliveries: a redelivered event carries `"attempt"`
+/// (2 for the first retry), and a third list holds the delivery tags the handler settles with
+/// (empty when the subscription settles by counting only).
+pub fn encode_js_deliveries(origin: &Origin, deliveries: &[Delivered], out: &mut Vec<u8>) {
+    out.push(b'[');
+    out.push(b'[');
+    let mut fixups = Vec::new();
+    for (i, d) in deliveries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let ev = &d.event;
+        encode_event(origin, ev, d.attempt, out);
+        let ctx = ev.ctx.as_ref().map_or(0, |c| c.id());
+        let binary = ev.encoding == Encoding::Binary;
+        if ctx != 0 || binary {
+            fixups.push((i, ctx, binary));
+        }
+    }
+    out.extend_from_slice(b"],[");
+    for (n, (i, ctx, bin)) in fixups.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let _ = write!(out, "[{i},{ctx},{}]", *bin as u8);
+    }
+    out.extend_from_slice(b"],[");
+    if deliveries.first().is_some_and(|d| d.tag != 0) {
+        for (n, d) in deliveries.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            let _ = write!(out, "{}", d.tag);
+        }
+    }
+    out.extend_from_slice(b"]]");
+}
+
+/// One event as a JSON object (`attempt` is written when above 1).
+pub(crate) fn encode_event(origin: &Origin, ev: &Event, attempt: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"id\":");
     render_id(origin, &ev.id, out);
     out.extend_from_slice(b",\"type\":");
@@ -66,6 +106,9 @@ fn encode_event(origin: &Origin, ev: &Event, out: &mut Vec<u8>) {
     if let Some(d) = &ev.deadline {
         let _ = write!(out, ",\"deadline\":{}", d.unix_ms);
     }
+    if attempt > 1 {
+        let _ = write!(out, ",\"attempt\":{attempt}");
+    }
     out.extend_from_slice(b",\"data\":");
     match ev.encoding {
         Encoding::Json if !ev.data.is_empty() => out.extend_from_slice(&ev.data),
@@ -79,7 +122,7 @@ fn encode_event(origin: &Origin, ev: &Event, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-fn base64(data: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn base64(data: &[u8], out: &mut Vec<u8>) {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in data.chunks(3) {
         let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];

@@ -14,7 +14,7 @@ pub enum Encoding {
 
 /// Event ids are cheap by default: a per-bus prefix plus a sequence number, rendered only when an
 /// event leaves the core. Callers that need their own ids (idempotency) supply them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum EventId {
     Seq(u64),
     Given(Box<str>),

@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod codec;
 pub mod context;
+pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod filter;
@@ -17,6 +18,7 @@ pub mod subscription;
 
 pub use bus::{Bus, BusOptions, BusStats, Delivery, PendingBatch, PendingPublish, Totals};
 pub use context::{Context, Deadline};
+pub use delivery::{Delivered, DeliveryOptions, Disposition, Outcome, SettleHook};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Encoding, Event, EventId, EventInit};
 pub use filter::FilterChain;

@@ -157,6 +157,22 @@ impl Queue {
         !self.ring.is_empty() && self.armed.swap(false, Ordering::AcqRel)
     }
 
+    /// Wakes an armed consumer for work that is not in the ring (a retry came due).
+    pub(crate) fn wake(&self) {
+        self.wake_consumer();
+    }
+
+    /// Arms without looking at the ring: the consumer cannot take more now (too many in
+    /// flight) and waits for a settle or a retry to wake it.
+    pub(crate) fn arm_idle(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes back an `arm()`: `true` if no wake-up was spent on it yet.
+    pub(crate) fn disarm(&self) -> bool {
+        self.armed.swap(false, Ordering::AcqRel)
+    }
+
     fn wake_consumer(&self) {
         // Pairs with the SeqCst store in arm(): either the consumer sees our event or we see
         // its armed flag.

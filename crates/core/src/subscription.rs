@@ -1,6 +1,9 @@
 //! A subscription: a pattern, an optional declarative filter chain, and its own bounded queue,
 //! so one slow consumer never stalls another.
 
+use crate::bus::Bus;
+use crate::delivery::state::{Decision, DeliveryState};
+use crate::delivery::{unit_random, Delivered, DeliveryEnv, DeliveryOptions, DeliveryStats, Disposition, Outcome};
 use crate::error::Result;
 use crate::event::Event;
 use crate::filter::FilterChain;
@@ -24,6 +27,8 @@ pub struct SubscribeOptions {
     pub overflow: Overflow,
     pub filter: Option<FilterChain>,
     pub name: Option<String>,
+    /// Acks, retries, dead letters, per-key ordering, dedupe (see `crate::delivery`).
+    pub delivery: DeliveryOptions,
 }
 
 pub struct Subscription {
@@ -34,6 +39,8 @@ pub struct Subscription {
     filtered: AtomicU64,
     queue: Queue,
     origin: Arc<Origin>,
+    delivery: DeliveryState,
+    env: Arc<DeliveryEnv>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -47,10 +54,19 @@ pub struct SubscriptionStats {
     pub filtered: u64,
     #[serde(flatten)]
     pub queue: QueueStats,
+    #[serde(flatten)]
+    pub delivery: DeliveryStats,
 }
 
 impl Subscription {
-    pub(crate) fn new(id: u64, pattern: Pattern, opts: SubscribeOptions, origin: Arc<Origin>) -> Result<Self> {
+    pub(crate) fn new(
+        id: u64,
+        pattern: Pattern,
+        opts: SubscribeOptions,
+        origin: Arc<Origin>,
+        env: Arc<DeliveryEnv>,
+    ) -> Result<Self> {
+        opts.delivery.validate()?;
         Ok(Subscription {
             id,
             pattern,
@@ -59,6 +75,8 @@ impl Subscription {
             filtered: AtomicU64::new(0),
             queue: Queue::new(opts.capacity, opts.overflow)?,
             origin,
+            delivery: DeliveryState::new(opts.delivery),
+            env,
         })
     }
 
@@ -87,8 +105,186 @@ impl Subscription {
         Some(self.queue.offer(ev.clone()))
     }
 
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub fn delivery_options(&self) -> &DeliveryOptions {
+        &self.delivery.opts
+    }
+
+    /// Takes events that are acknowledged on receipt (a stream's consumer never settles).
     pub fn take(&self, max: usize, out: &mut Vec<Arc<Event>>) -> usize {
-        self.queue.take(max, out)
+        if !self.delivery.tracked() {
+            let n = self.queue.take(max, out);
+            self.delivery.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
+            return n;
+        }
+        let mut got = Vec::new();
+        let n = self.take_deliveries(max, &mut got);
+        for d in got {
+            out.push(d.event.clone());
+            self.ack(d.tag);
+        }
+        n
+    }
+
+    fn ack(&self, tag: u64) {
+        if let Decision::Acked(ev) = self.delivery.decide(tag, true, false) {
+            self.delivery.counters.acked.fetch_add(1, Ordering::Relaxed);
+            self.after_final(&ev, &Disposition::Acked);
+        }
+    }
+
+    /// Takes up to `max` deliveries for a handler, which settles each with `settle`: retries
+    /// that came due and events released by their key first, then the queue. A tracked
+    /// subscription holds at most `capacity` events outside its queue (running, retrying, held);
+    /// beyond that it stops taking until some settle. Returns how many were added to `out`.
+    pub fn take_deliveries(&self, max: usize, out: &mut Vec<Delivered>) -> usize {
+        let before = out.len();
+        if !self.delivery.tracked() {
+            let mut evs = Vec::new();
+            let n = self.queue.take(max, &mut evs);
+            self.delivery.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
+            out.extend(evs.into_iter().map(|event| Delivered { tag: 0, attempt: 1, event }));
+            return n;
+        }
+        let mut expired = Vec::new();
+        self.delivery.take_ready(before + max, out, &mut expired);
+        if !expired.is_empty() {
+            self.queue.return_expired(expired.len() as u64);
+            for ev in &expired {
+                self.hook(ev, &Disposition::Expired);
+            }
+            self.queue.wake();
+        }
+        let mut evs = Vec::new();
+        while out.len() - before < max {
+            let room = self.delivery.room(self.queue.capacity()).min(max - (out.len() - before));
+            if room == 0 {
+                break;
+            }
+            evs.clear();
+            if self.queue.take(room, &mut evs) == 0 {
+                break;
+            }
+            for dup in self.delivery.admit(std::mem::take(&mut evs), out) {
+                self.hook(&dup, &Disposition::Duplicate);
+            }
+        }
+        out.len() - before
+    }
+
+    /// Records a handler's verdict on delivery `tag` (see `crate::delivery`). Unknown tags
+    /// (settled already, or abandoned when the subscription closed) are ignored.
+    pub fn settle(self: &Arc<Self>, bus: &Bus, tag: u64, outcome: Outcome) {
+        let c = &self.delivery.counters;
+        if matches!(outcome, Outcome::Fail(_)) {
+            self.queue.count_failed(1);
+        }
+        if tag == 0 || !self.delivery.tracked() {
+            // Counted acked when taken; any other verdict makes it discarded (at-most-once).
+            if outcome != Outcome::Ack {
+                c.acked.fetch_sub(1, Ordering::Relaxed);
+                c.discarded.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        let (ack, again, reason) = match outcome {
+            Outcome::Ack => (true, false, String::new()),
+            Outcome::Retry(r) | Outcome::Fail(r) => (false, true, r),
+            Outcome::Reject(r) => (false, false, r),
+        };
+        match self.delivery.decide(tag, ack, again) {
+            Decision::Unknown => {}
+            Decision::Acked(ev) => {
+                c.acked.fetch_add(1, Ordering::Relaxed);
+                self.after_final(&ev, &Disposition::Acked);
+            }
+            Decision::Retry { event, attempt } => {
+                c.retried.fetch_add(1, Ordering::Relaxed);
+                let delay = self.delivery.opts.retry.delay(attempt, unit_random(tag ^ (attempt as u64) << 48));
+                self.env.timer.schedule(std::time::Instant::now() + delay, Arc::downgrade(self), tag);
+                self.hook(&event, &Disposition::Retrying { attempt });
+            }
+            Decision::GiveUp { event, attempts } => {
+                let published = match &self.delivery.opts.dead_letter {
+                    Some(topic) => bus.dead_letter(self, topic, &event, &reason, attempts),
+                    None => false,
+                };
+                let d = if published {
+                    c.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    Disposition::DeadLettered { attempts }
+                } else {
+                    c.discarded.fetch_add(1, Ordering::Relaxed);
+                    Disposition::Discarded { attempts }
+                };
+                self.after_final(&event, &d);
+            }
+        }
+    }
+
+    /// A consumer took delivery `tag` but its Context ended before the handler could start:
+    /// it moves from `delivered` to `expired`.
+    pub fn return_expired(&self, tag: u64) {
+        if tag == 0 || !self.delivery.tracked() {
+            self.delivery.counters.acked.fetch_sub(1, Ordering::Relaxed);
+            self.queue.return_expired(1);
+            return;
+        }
+        if let Some(ev) = self.delivery.expire(tag) {
+            self.queue.return_expired(1);
+            self.after_final(&ev, &Disposition::Expired);
+        }
+    }
+
+    /// A consumer took `n` untracked deliveries it will never run (it closed mid-batch). Tracked
+    /// deliveries need no report: closing the subscription abandons them.
+    pub fn return_undelivered(&self, n: u64) {
+        if !self.delivery.tracked() {
+            self.delivery.counters.acked.fetch_sub(n, Ordering::Relaxed);
+            self.queue.return_undelivered(n);
+        }
+    }
+
+    /// The consumer is going idle: `true` means work arrived meanwhile (keep going). Work is
+    /// queued events (while the subscription has room for more in flight) or due retries.
+    pub fn arm(&self) -> bool {
+        let full = self.delivery.tracked() && self.delivery.room(self.queue.capacity()) == 0;
+        if full {
+            self.queue.arm_idle();
+        } else if self.queue.arm() {
+            return true;
+        }
+        self.delivery.has_ready() && self.queue.disarm()
+    }
+
+    /// The retry timer says delivery `tag` is due again.
+    pub(crate) fn retry_due(&self, tag: u64) {
+        if self.delivery.due(tag) {
+            self.queue.wake();
+        }
+    }
+
+    /// A final decision frees a slot and may release the next event of a key: wake the consumer.
+    fn after_final(&self, ev: &Event, d: &Disposition) {
+        self.queue.wake();
+        self.hook(ev, d);
+    }
+
+    fn hook(&self, ev: &Event, d: &Disposition) {
+        if let Some(h) = self.env.hook.get() {
+            h.settled(self, ev, d);
+        }
+    }
+
+    /// Events taken from the queue and not settled yet (0 for untracked subscriptions).
+    pub fn in_flight(&self) -> u64 {
+        if self.delivery.tracked() {
+            self.delivery.stats().in_flight
+        } else {
+            0
+        }
     }
 
     /// Counts events a consumer-side filter (a JS predicate) turned away after delivery.
@@ -96,8 +292,18 @@ impl Subscription {
         self.filtered.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Closes the queue (what is queued is counted `droppedClosed`) and abandons what is in
+    /// flight (moved from `delivered` to `droppedClosed`; a later settle of it is ignored).
     pub fn close(&self) -> u64 {
-        self.queue.close()
+        let n = self.queue.close();
+        let abandoned = self.delivery.close();
+        if !abandoned.is_empty() {
+            self.queue.return_undelivered(abandoned.len() as u64);
+            for ev in &abandoned {
+                self.hook(ev, &Disposition::Abandoned);
+            }
+        }
+        n + abandoned.len() as u64
     }
 
     pub fn stats(&self) -> SubscriptionStats {
@@ -108,6 +314,7 @@ impl Subscription {
             overflow: self.queue.policy(),
             filtered: self.filtered.load(Ordering::Relaxed),
             queue: self.queue.stats(),
+            delivery: self.delivery.stats(),
         }
     }
 }

@@ -9,7 +9,7 @@ pub fn bus(capacity: usize, overflow: Overflow) -> Bus {
 }
 
 pub fn opts(capacity: usize, overflow: Overflow) -> SubscribeOptions {
-    SubscribeOptions { capacity, overflow, filter: None, name: None }
+    SubscribeOptions { capacity, overflow, filter: None, name: None, delivery: Default::default() }
 }
 
 /// An event whose id is `"{publisher}:{seq}"`.
