@@ -6,6 +6,7 @@ use crate::delivery::{dead_letter, DeadLetterStats, DeliveryEnv, SettleHook};
 use crate::filter::FilterChain;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Encoding, Event, EventId, EventInit};
+use crate::observe::{reason, Kind, Recorder};
 use crate::overflow::Overflow;
 use crate::pattern::{validate_topic, Pattern};
 use crate::queue::Offer;
@@ -97,6 +98,8 @@ pub struct Bus {
     retired: std::sync::Mutex<Totals>,
     /// Retry timer, settle hook and dead-letter retention shared by the subscriptions.
     delivery: Arc<DeliveryEnv>,
+    /// Lifecycle records for observers (see observe.rs); off until someone watches.
+    recorder: Arc<Recorder>,
 }
 
 /// The outcome of a publish that may have to wait.
@@ -288,6 +291,7 @@ impl Bus {
             unrouted: AtomicU64::new(0),
             retired: std::sync::Mutex::new(Totals::default()),
             delivery: Arc::new(DeliveryEnv::default()),
+            recorder: Arc::new(Recorder::default()),
         })
     }
 
@@ -297,12 +301,17 @@ impl Bus {
     pub fn origin(&self) -> &Arc<Origin> {
         &self.origin
     }
+    /// Where every layer records lifecycle events for observers (`docs/observers.md`).
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
 
     pub fn subscribe(&self, pattern: &str, opts: SubscribeOptions) -> Result<Arc<Subscription>> {
         self.check_open()?;
         let pattern = Pattern::parse(pattern)?;
         let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
         let sub = Arc::new(Subscription::new(id, pattern, opts, self.origin.clone(), self.delivery.clone())?);
+        sub.queue().set_recorder(self.recorder.clone(), id);
         self.router.add(sub.clone());
         Ok(sub)
     }
@@ -439,13 +448,13 @@ impl Bus {
             match sub.offer(&ev) {
                 None | Some((Offer::Enqueued | Offer::EnqueuedDisplacing, _)) => {}
                 Some((Offer::WouldBlock, _)) => {
-                    sub.queue().count_would_block();
+                    sub.queue().count_would_block_event(&ev);
                     accepted = false;
                 }
                 Some(_) => accepted = false,
             }
         });
-        self.count_published(matched);
+        self.count_published(&ev, matched);
         accepted
     }
 
@@ -523,7 +532,7 @@ impl Bus {
                 Some(_) => accepted = false,
             }
         });
-        self.count_published(matched);
+        self.count_published(&ev, matched);
         if !waiting.is_empty() {
             return Ok(Delivery::Pending(PendingPublish { ev, waiting, ctx: ctx.cloned(), refused }));
         }
@@ -586,11 +595,12 @@ impl Bus {
         refused.map_or(Ok(None), Err)
     }
 
-    fn count_published(&self, matched: bool) {
+    fn count_published(&self, ev: &Arc<Event>, matched: bool) {
         self.published.fetch_add(1, Ordering::Relaxed);
         if !matched {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
         }
+        self.recorder.note(Kind::Published, |r| r.event(ev).reason(if matched { "" } else { reason::UNROUTED }));
     }
 
     /// Stops accepting publishes and subscriptions. Queued events stay for consumers to drain;

@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod filter;
 pub mod json;
+pub mod observe;
 pub mod overflow;
 pub mod pattern;
 pub mod queue;
@@ -22,6 +23,7 @@ pub use delivery::{Delivered, DeliveryOptions, Disposition, Outcome, SettleHook}
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Encoding, Event, EventId, EventInit};
 pub use filter::FilterChain;
+pub use observe::{Interest, Kind, Record, Recorder};
 pub use overflow::Overflow;
 pub use pattern::Pattern;
 pub use router::MAX_INTERNED_TOPICS;

@@ -7,6 +7,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::observe::{reason, unix_now_us, Kind, Record, Recorder};
 use crate::overflow::Overflow;
 use crossbeam_queue::ArrayQueue;
 use serde::Serialize;
@@ -25,6 +26,9 @@ struct ProducerCounters {
     dropped_oldest: AtomicU64,
     dropped_full: AtomicU64,
     dropped_canceled: AtomicU64,
+    /// Unix µs when a publisher last found this `block` queue full with nobody placing since;
+    /// 0 when a publish went straight in. Gives "publishers blocked for how long".
+    full_since_us: AtomicU64,
 }
 
 #[derive(Default)]
@@ -57,6 +61,9 @@ pub struct QueueStats {
     pub expired: u64,
     pub failed: u64,
     pub blocked_publishers: u64,
+    /// How long publishers have found this `block` queue full without a publish going straight
+    /// in (ms); 0 when nobody is blocked.
+    pub blocked_for_ms: u64,
 }
 
 impl QueueStats {
@@ -97,6 +104,14 @@ pub struct Queue {
     /// queue closes. Lets a JS publisher wait without holding a thread.
     space_waiters: Mutex<Vec<SpaceWaiter>>,
     space_waiting: AtomicUsize,
+    /// Where this queue reports lifecycle records (set once by the bus when it subscribes).
+    probe: OnceLock<Probe>,
+}
+
+/// A queue's link to its bus's recorder: records carry the subscription id.
+struct Probe {
+    recorder: Arc<Recorder>,
+    sub: u64,
 }
 
 type SpaceWaiter = Box<dyn FnOnce() + Send>;
@@ -125,7 +140,25 @@ impl Queue {
             parked: Mutex::new(Vec::new()),
             space_waiters: Mutex::new(Vec::new()),
             space_waiting: AtomicUsize::new(0),
+            probe: OnceLock::new(),
         })
+    }
+
+    /// Reports this queue's drops, expiries and deliveries to `recorder` as subscription `sub`.
+    pub fn set_recorder(&self, recorder: Arc<Recorder>, sub: u64) {
+        let _ = self.probe.set(Probe { recorder, sub });
+    }
+
+    /// Records `n` occurrences of `kind` if anyone watches it (one relaxed load otherwise).
+    #[inline(always)]
+    fn note(&self, kind: Kind, why: &'static str, ev: Option<&Arc<Event>>, n: u64) {
+        if let Some(p) = self.probe.get() {
+            if p.recorder.on(kind) {
+                let mut r = Record::new(kind).sub(p.sub).reason(why).count(n);
+                r.event = ev.cloned();
+                p.recorder.record(r);
+            }
+        }
     }
 
     pub fn policy(&self) -> Overflow {
@@ -188,30 +221,44 @@ impl Queue {
     pub fn offer(&self, ev: Arc<Event>) -> (Offer, Option<Arc<Event>>) {
         if self.is_closed() {
             self.producer.published.fetch_add(1, Ordering::Relaxed);
-            self.count_closed();
+            self.consumer.dropped_closed.fetch_add(1, Ordering::Relaxed);
+            self.note(Kind::Dropped, reason::CLOSED, Some(&ev), 1);
             return (Offer::Closed, None);
         }
         let outcome = match self.policy {
             Overflow::DropOldest => match self.ring.force_push(ev) {
                 None => Offer::Enqueued,
-                Some(_old) => {
+                Some(old) => {
                     self.producer.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+                    self.note(Kind::Dropped, reason::OLDEST, Some(&old), 1);
                     Offer::EnqueuedDisplacing
                 }
             },
             _ => match self.ring.push(ev) {
-                Ok(()) => Offer::Enqueued,
+                Ok(()) => {
+                    if self.policy == Overflow::Block && self.producer.full_since_us.load(Ordering::Relaxed) != 0 {
+                        self.producer.full_since_us.store(0, Ordering::Relaxed);
+                    }
+                    Offer::Enqueued
+                }
                 Err(ev) => {
                     return match self.policy {
                         Overflow::DropNewest => {
                             self.producer.dropped_newest.fetch_add(1, Ordering::Relaxed);
+                            self.note(Kind::Dropped, reason::NEWEST, Some(&ev), 1);
                             (Offer::DroppedNewest, None)
                         }
                         Overflow::Error => {
                             self.producer.dropped_full.fetch_add(1, Ordering::Relaxed);
+                            self.note(Kind::Dropped, reason::FULL, Some(&ev), 1);
                             (Offer::Full, None)
                         }
-                        _ => (Offer::WouldBlock, Some(ev)),
+                        _ => {
+                            if self.producer.full_since_us.load(Ordering::Relaxed) == 0 {
+                                self.producer.full_since_us.store(unix_now_us(), Ordering::Relaxed);
+                            }
+                            (Offer::WouldBlock, Some(ev))
+                        }
                     };
                 }
             },
@@ -234,8 +281,9 @@ impl Queue {
             return false;
         }
         let mut n = 0;
-        while self.ring.pop().is_some() {
+        while let Some(ev) = self.ring.pop() {
             n += 1;
+            self.note(Kind::Dropped, reason::CLOSED, Some(&ev), 1);
         }
         if n > 0 {
             self.consumer.dropped_closed.fetch_add(n, Ordering::Relaxed);
@@ -246,17 +294,26 @@ impl Queue {
     /// Counts an event that a non-waiting publisher could not place under `block`.
     pub fn count_would_block(&self) {
         self.producer.dropped_full.fetch_add(1, Ordering::Relaxed);
+        self.note(Kind::Dropped, reason::FULL, None, 1);
+    }
+
+    /// Like `count_would_block`, naming the event for observers.
+    pub fn count_would_block_event(&self, ev: &Arc<Event>) {
+        self.producer.dropped_full.fetch_add(1, Ordering::Relaxed);
+        self.note(Kind::Dropped, reason::FULL, Some(ev), 1);
     }
 
     /// Counts an event whose publisher gave up waiting for space (Context ended, or the pending
     /// publish was abandoned).
     pub fn count_canceled(&self) {
         self.producer.dropped_canceled.fetch_add(1, Ordering::Relaxed);
+        self.note(Kind::Dropped, reason::CANCELED, None, 1);
     }
 
     /// Counts an event offered to a queue that closed in the meantime.
     pub fn count_closed(&self) {
         self.consumer.dropped_closed.fetch_add(1, Ordering::Relaxed);
+        self.note(Kind::Dropped, reason::CLOSED, None, 1);
     }
 
     /// Waits for space (the `block` policy), bounded by `ctx`. Spins briefly, then parks; a
@@ -270,7 +327,8 @@ impl Queue {
         let mut spins = 0u32;
         loop {
             if self.is_closed() {
-                self.count_closed();
+                self.consumer.dropped_closed.fetch_add(1, Ordering::Relaxed);
+                self.note(Kind::Dropped, reason::CLOSED, Some(&ev), 1);
                 self.producer.published.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::closed("subscription"));
             }
@@ -288,6 +346,7 @@ impl Queue {
             if let Some(c) = ctx {
                 if let Some(e) = c.error() {
                     self.producer.dropped_canceled.fetch_add(1, Ordering::Relaxed);
+                    self.note(Kind::Dropped, reason::CANCELED, Some(&ev), 1);
                     return Err(e);
                 }
             }
@@ -358,7 +417,8 @@ impl Queue {
     pub fn try_place(&self, ev: &Arc<Event>) -> Result<bool> {
         if self.is_closed() {
             self.producer.published.fetch_add(1, Ordering::Relaxed);
-            self.count_closed();
+            self.consumer.dropped_closed.fetch_add(1, Ordering::Relaxed);
+            self.note(Kind::Dropped, reason::CLOSED, Some(ev), 1);
             return Err(Error::closed("subscription"));
         }
         match self.ring.push(ev.clone()) {
@@ -383,8 +443,10 @@ impl Queue {
             let Some(ev) = self.ring.pop() else { break };
             if ev.expired() {
                 expired += 1;
+                self.note(Kind::Expired, "", Some(&ev), 1);
                 continue;
             }
+            self.note(Kind::Delivered, "", Some(&ev), 1);
             out.push(ev);
             delivered += 1;
         }
@@ -403,6 +465,7 @@ impl Queue {
     pub fn return_undelivered(&self, n: u64) {
         self.consumer.delivered.fetch_sub(n, Ordering::Relaxed);
         self.consumer.dropped_closed.fetch_add(n, Ordering::Relaxed);
+        self.note(Kind::Dropped, reason::RETURNED, None, n);
     }
 
     /// A consumer took an event whose Context ended before it could start it: it moves from
@@ -410,6 +473,7 @@ impl Queue {
     pub fn return_expired(&self, n: u64) {
         self.consumer.delivered.fetch_sub(n, Ordering::Relaxed);
         self.consumer.expired.fetch_add(n, Ordering::Relaxed);
+        self.note(Kind::Expired, reason::RETURNED, None, n);
     }
 
     pub fn count_failed(&self, n: u64) {
@@ -424,8 +488,9 @@ impl Queue {
             return 0;
         }
         let mut n = 0;
-        while self.ring.pop().is_some() {
+        while let Some(ev) = self.ring.pop() {
             n += 1;
+            self.note(Kind::Dropped, reason::CLOSED, Some(&ev), 1);
         }
         self.consumer.dropped_closed.fetch_add(n, Ordering::Relaxed);
         fence(Ordering::SeqCst);
@@ -444,6 +509,9 @@ impl Queue {
     pub fn stats(&self) -> QueueStats {
         let p = &self.producer;
         let c = &self.consumer;
+        let blocked = (self.blocked.load(Ordering::Relaxed) + self.space_waiting.load(Ordering::Relaxed)) as u64;
+        let since = p.full_since_us.load(Ordering::Relaxed);
+        let blocked_for_ms = if blocked > 0 && since != 0 { unix_now_us().saturating_sub(since) / 1000 } else { 0 };
         QueueStats {
             capacity: self.capacity() as u64,
             depth: self.len() as u64,
@@ -457,7 +525,8 @@ impl Queue {
             expired: c.expired.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             // Threads parked in push_blocking plus asynchronous (JS) publishers waiting for space.
-            blocked_publishers: (self.blocked.load(Ordering::Relaxed) + self.space_waiting.load(Ordering::Relaxed)) as u64,
+            blocked_publishers: blocked,
+            blocked_for_ms,
         }
     }
 }
