@@ -73,6 +73,8 @@ pub(crate) struct DispatchCounters {
 }
 
 pub(crate) struct Shared {
+    /// The deployment's name, as lifecycle records carry it.
+    pub name: Arc<str>,
     pub stop: AtomicBool,
     pub wakeup: Wakeup,
     pub counters: DispatchCounters,
@@ -164,6 +166,7 @@ impl Deployment {
         }
         opts.name = Some(format!("deployment:{name}"));
         let shared = Arc::new(Shared {
+            name: name.into(),
             stop: AtomicBool::new(false),
             wakeup: Wakeup::default(),
             counters: DispatchCounters::default(),

@@ -15,6 +15,7 @@ use crate::deployment::Shared;
 use crate::envelope::Envelope;
 use crate::host::Emit;
 use crate::pool::{Outcome, Sandbox};
+use crate::record;
 
 /// Events taken per queue visit. Small enough that a second worker gets work quickly.
 const BATCH: usize = 32;
@@ -103,7 +104,7 @@ fn render_id(sub: &Subscription, ev: &Event, out: &mut String) {
     }
 }
 
-fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Subscription, ev: &Event, shared: &Shared, id: &mut String) {
+fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Subscription, ev: &Arc<Event>, shared: &Shared, id: &mut String) {
     // Waiting behind earlier events of the batch may have outlived the event's Context.
     if ev.expired() {
         sub.queue().return_expired(1);
@@ -120,7 +121,9 @@ fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Subscription, ev: &Event, shar
         deadline_unix_nanos: ev.deadline.map(|d| (d.unix_ms as i64).saturating_mul(1_000_000)),
         data: &ev.data,
     };
+    let run = record::start(bus.recorder(), sub, ev, &shared.name, sandbox.hash());
     let result = sandbox.handle(&envelope, ev.deadline.map(|d| d.at));
+    record::end(bus.recorder(), run, sub, ev, &shared.name, sandbox.hash(), &result.outcome);
     match result.outcome {
         Outcome::Ack => publish_emits(bus, sandbox, ev, result.emits, shared),
         // Retry and dead-lettering arrive with delivery settings; until then the event is

@@ -21,6 +21,7 @@ mod error;
 mod host;
 mod limits;
 mod pool;
+mod record;
 mod registry;
 mod stats;
 pub mod topic;
