@@ -257,6 +257,12 @@ impl NativeBus {
         self.inner.is_closed()
     }
 
+    /// The lifecycle recorder that observers drain (see `crates/node/src/observe.rs`).
+    #[napi]
+    pub fn recorder(&self) -> crate::observe::NativeRecorder {
+        crate::observe::NativeRecorder::new(self.inner.recorder().clone(), self.inner.origin().clone())
+    }
+
     /// A handle for the hot-path functions below: they take it as an External, which skips
     /// the per-call borrow bookkeeping napi-rs does for class receivers.
     #[napi(ts_return_type = "ExternalObject<'BusHandle'>")]

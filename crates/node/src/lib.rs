@@ -6,6 +6,7 @@ mod bus;
 mod context;
 mod deployment;
 mod guard;
+mod observe;
 mod pending;
 mod subscription;
 
@@ -14,5 +15,6 @@ pub use bus::{
 };
 pub use context::NativeContext;
 pub use deployment::NativeDeployment;
+pub use observe::NativeRecorder;
 pub use pending::NativePending;
 pub use subscription::NativeSubscription;
