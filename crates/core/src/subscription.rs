@@ -9,6 +9,7 @@ use crate::event::Event;
 use crate::filter::FilterChain;
 use crate::overflow::Overflow;
 use crate::pattern::Pattern;
+use crate::observe::Kind;
 use crate::queue::{Offer, Queue, QueueStats};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,6 +206,9 @@ impl Subscription {
                 c.retried.fetch_add(1, Ordering::Relaxed);
                 let delay = self.delivery.opts.retry.delay(attempt, unit_random(tag ^ (attempt as u64) << 48));
                 self.env.timer.schedule(std::time::Instant::now() + delay, Arc::downgrade(self), tag);
+                bus.recorder().note(Kind::Retried, |r| {
+                    r.sub(self.id).event(&event).reason("retry").duration_us(delay.as_micros() as u64).detail(given_up(None, &reason, attempt))
+                });
                 self.hook(&event, &Disposition::Retrying { attempt });
             }
             Decision::GiveUp { event, attempts } => {
@@ -212,6 +216,9 @@ impl Subscription {
                     Some(topic) => bus.dead_letter(self, topic, &event, &reason, attempts),
                     None => false,
                 };
+                let topic = self.delivery.opts.dead_letter.as_deref().filter(|_| published);
+                let why = if published { "dead-letter" } else { "discarded" };
+                bus.recorder().note(Kind::DeadLettered, |r| r.sub(self.id).event(&event).reason(why).detail(given_up(topic, &reason, attempts)));
                 let d = if published {
                     c.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     Disposition::DeadLettered { attempts }
@@ -317,4 +324,13 @@ impl Subscription {
             delivery: self.delivery.stats(),
         }
     }
+}
+
+/// The `detail` of a retry or give-up record: `{"attempt"|"attempts": n, "reason": …, "topic": …}`.
+fn given_up(topic: Option<&str>, reason: &str, attempts: u32) -> String {
+    let mut v = serde_json::json!({ "attempts": attempts, "reason": reason });
+    if let Some(t) = topic {
+        v["topic"] = t.into();
+    }
+    v.to_string()
 }

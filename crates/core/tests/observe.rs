@@ -146,3 +146,45 @@ fn stats_say_how_long_publishers_have_been_blocked() {
     t.join().unwrap();
     assert_eq!(sub.stats().queue.blocked_for_ms, 0);
 }
+
+#[test]
+fn retries_and_dead_letters_are_recorded_with_their_reason() {
+    use sluice_core::delivery::{Backoff, Guarantee, RetryPolicy};
+    let bus = bus(16, Overflow::Block);
+    watch_all(&bus);
+    let delivery = DeliveryOptions {
+        guarantee: Guarantee::AtLeastOnce,
+        retry: RetryPolicy { max_attempts: 3, backoff: Backoff::Fixed, initial_ms: 1, max_ms: 10, jitter: 0.0 },
+        dead_letter: Some("dead.orders".into()),
+        ..Default::default()
+    };
+    let sub = bus.subscribe("orders.x", SubscribeOptions { delivery, ..bus.subscribe_options() }).unwrap();
+    bus.try_publish(init("orders.x", 1, 1), None).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let mut batch = Vec::new();
+    while sub.stats().delivery.dead_lettered == 0 {
+        assert!(std::time::Instant::now() < end, "never dead-lettered");
+        batch.clear();
+        sub.take_deliveries(4, &mut batch);
+        for d in batch.drain(..) {
+            sub.settle(&bus, d.tag, Outcome::Fail("boom".into()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut recs = Vec::new();
+    bus.recorder().drain(usize::MAX, &mut recs);
+    let retried: Vec<_> = recs.iter().filter(|r| r.kind == Kind::Retried).collect();
+    let dead: Vec<_> = recs.iter().filter(|r| r.kind == Kind::DeadLettered).collect();
+    assert_eq!(retried.len() as u64, sub.stats().delivery.retried);
+    assert_eq!(retried.len(), 2);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].sub, sub.id());
+    assert_eq!(dead[0].reason, "dead-letter");
+    let detail: serde_json::Value = serde_json::from_str(dead[0].detail.as_deref().unwrap()).unwrap();
+    assert_eq!(detail["topic"], "dead.orders");
+    assert_eq!(detail["reason"], "boom");
+    assert_eq!(detail["attempts"], 3);
+    assert!(retried.iter().all(|r| r.event.is_some() && r.duration_us >= 1000));
+    // The dead-letter envelope itself is published like any event (unrouted here).
+    assert!(recs.iter().any(|r| r.kind == Kind::Published && r.event.as_ref().unwrap().topic.as_ref() == "dead.orders"));
+}
