@@ -41,6 +41,8 @@ export declare class NativeBus {
   /** Compiles `wasm` off the JS thread and starts it on its topics. */
   deploy(name: string, wasm: Uint8Array, init: DeployInit): Promise<NativeDeployment>
   get closed(): boolean
+  /** The lifecycle recorder that observers drain (see `crates/node/src/observe.rs`). */
+  recorder(): NativeRecorder
   /**
    * A handle for the hot-path functions below: they take it as an External, which skips
    * the per-call borrow bookkeeping napi-rs does for class receivers.
@@ -97,6 +99,26 @@ export declare class NativePending {
    * `cb` given; pass the same function every time.
    */
   onProgress(cb: () => void): void
+}
+
+/** The bus's lifecycle recorder, drained from JS in batches (see core `observe`). */
+export declare class NativeRecorder {
+  /**
+   * What to count (`counted`), record always (`every`) and record for sampled events only
+   * (`sampled`, 1 in `sampleEvery` without a traceparent); bit i = kind i. All zero = off.
+   */
+  setInterest(counted: number, every: number, sampled: number, sampleEvery: number): void
+  /** Up to `max` records plus the cumulative per-kind counts and losses, as one JSON text. */
+  drain(max: number): string
+  /**
+   * Installs the JS wake-up, called at most once per `arm()` when the ring passes a quarter
+   * full. It does not keep the event loop alive (JS also drains on a timer).
+   */
+  setWaker(wake: () => void): void
+  arm(): void
+  /** Records waiting in the ring. */
+  get pending(): number
+  get capacity(): number
 }
 
 /**

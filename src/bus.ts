@@ -16,6 +16,11 @@ import { EncodeError, InvalidArgument, Unsupported, fromNative } from './errors.
 import { Subscription } from './subscription.js';
 import { EventStream } from './stream.js';
 import { Deployment, type DeployOptions } from './deployment.js';
+import { ObserverHub } from './observe/hub.js';
+import { loadObservers } from './observe/load.js';
+import type { HandlerTap, Observer } from './observe/observer.js';
+import { diagnoseBus, type DiagnoseOptions, type Diagnosis } from './observe/diagnose.js';
+import { traceBus, type TraceOptions, type TraceSummary } from './observe/trace.js';
 import type {
   BusStats,
   CloseOptions,
@@ -38,6 +43,12 @@ export interface BusOptions {
   overflow?: Overflow;
   /** The CloudEvents `source` of events published here (default 'sluice'). */
   source?: string;
+  /**
+   * Observers to register: objects, or module specifiers (`'sluice/otel'`, `'./audit.js'`,
+   * relative to the working directory) loaded asynchronously — await `bus.ready` (or use
+   * `Bus.create`) before publishing what they must see. See docs/observers.md.
+   */
+  observers?: (Observer | string)[];
 }
 
 type DataOf<E extends EventMap, K> = K extends keyof E ? E[K] : unknown;
@@ -85,6 +96,20 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   readonly #subs = new Set<Subscription>();
   readonly #streams = new Set<EventStream<SluiceEvent>>();
   #closing: Promise<void> | undefined;
+  #hub: ObserverHub | undefined;
+  /** Shared with every subscription: the observers' handler tap while one is needed. */
+  readonly #observe: { tap: HandlerTap | undefined } = { tap: undefined };
+  readonly #deployments = new Set<Deployment>();
+  readonly #source: string;
+  /** Resolves once the observers named by module specifier in the options are registered. */
+  readonly ready: Promise<void>;
+
+  /** A bus whose configured observers (module specifiers too) are registered before it returns. */
+  static async create<E extends EventMap = EventMap>(options: BusOptions = {}): Promise<Bus<E>> {
+    const bus = new Bus<E>(options);
+    await bus.ready;
+    return bus;
+  }
 
   constructor(options: BusOptions = {}) {
     if (options === null || typeof options !== 'object') throw new InvalidArgument('Bus options must be an object');
@@ -94,6 +119,40 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       throw fromNative(e);
     }
     this.#handle = this.#native.handle();
+    this.#source = options.source ?? 'sluice';
+    const observers = options.observers ?? [];
+    if (!Array.isArray(observers)) throw new InvalidArgument('observers must be an array of observers or module specifiers');
+    for (const o of observers) if (typeof o !== 'string') this.use(o);
+    this.ready = loadObservers(observers.filter((o): o is string => typeof o === 'string')).then((loaded) => {
+      for (const o of loaded) this.use(o);
+    });
+    // Reported through `ready`; not an unhandled rejection when nobody awaits it.
+    this.ready.catch(() => {});
+  }
+
+  /**
+   * Registers an observer (see `Observer`); returns a handle that removes it (also with `using`).
+   */
+  use(observer: Observer): Disposable & { remove(): void } {
+    if (this.#hub === undefined) {
+      this.#hub = new ObserverHub(this.#native.recorder(), this, this.#source, (tap) => {
+        this.#observe.tap = tap;
+      });
+    }
+    let remove: () => void;
+    try {
+      remove = this.#hub.add(observer);
+    } catch (e) {
+      throw new InvalidArgument((e as Error).message, { cause: e });
+    }
+    return { remove, [Symbol.dispose]: remove };
+  }
+
+  #attrs(type: string, options: PublishOptions | undefined): PublishAttrs | null {
+    const hub = this.#hub;
+    if (hub === undefined || !hub.injecting || options?.traceparent !== undefined) return attrsOf(options);
+    const traceparent = hub.inject(type);
+    return traceparent === undefined ? attrsOf(options) : { id: options?.id, subject: options?.subject, traceparent };
   }
 
   /** The interned id of a topic (validated once by the core), or null to publish by name. */
@@ -135,6 +194,8 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
         batchSize,
         filter: typeof options.filter === 'function' ? (options.filter as (e: SluiceEvent) => boolean) : undefined,
         onError: options.onError as ((error: unknown, event: SluiceEvent) => void) | undefined,
+        name: options.name ?? null,
+        observe: this.#observe,
       },
       (s) => this.#subs.delete(s),
     );
@@ -166,7 +227,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
    */
   async publish<K extends keyof E & string>(type: K, data: DataOf<E, K>, options?: PublishOptions): Promise<void> {
     const ctx = options?.ctx;
-    const attrs = attrsOf(options);
+    const attrs = this.#attrs(type, options);
     let pending: NativePending | null;
     try {
       const id = attrs === null ? this.#topicId(type) : null;
@@ -189,7 +250,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   /** Publishes without ever waiting. `false` if any matching queue dropped or refused it. */
   tryPublish<K extends keyof E & string>(type: K, data: DataOf<E, K>, options?: PublishOptions): boolean {
     const ctx = options?.ctx;
-    const attrs = attrsOf(options);
+    const attrs = this.#attrs(type, options);
     let ok: boolean;
     try {
       const id = attrs === null ? this.#topicId(type) : null;
@@ -290,7 +351,9 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
         capacity: options.capacity,
         overflow: options.overflow,
       });
-      return new Deployment(native);
+      const dep = new Deployment(native);
+      this.#deployments.add(dep);
+      return dep;
     } catch (e) {
       throw fromNative(e);
     }
@@ -299,7 +362,29 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   /** Counters for the bus and each subscription. */
   stats(): BusStats {
     for (const sub of this.#subs) sub.flush();
-    return JSON.parse(this.#native.stats()) as BusStats;
+    this.#hub?.flush();
+    const stats = JSON.parse(this.#native.stats()) as BusStats;
+    stats.deployments = [];
+    for (const d of this.#deployments) {
+      const info = d.info();
+      if (info.running) stats.deployments.push(info);
+      else this.#deployments.delete(d);
+    }
+    if (this.#hub) stats.observers = this.#hub.stats();
+    return stats;
+  }
+
+  /**
+   * Watches the bus for a short window and names the cause of trouble (queues at capacity,
+   * blocked publishers, subscription storms, slow handlers, event-loop lag), as data and `text`.
+   */
+  diagnose(options?: DiagnoseOptions): Promise<Diagnosis> {
+    return diagnoseBus(this, options);
+  }
+
+  /** Records `durationMs` of activity into a Chrome/Perfetto trace-event JSON `file`. */
+  trace(options: TraceOptions): Promise<TraceSummary> {
+    return traceBus(this, options);
   }
 
   get closed(): boolean {
@@ -334,9 +419,11 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       await drained;
     }
     for (const s of this.#subs) s.flush();
+    this.#hub?.markShutdown();
     this.#native.shutdown();
     for (const s of [...this.#subs]) s.unsubscribe();
     for (const s of [...this.#streams]) s.close();
+    await this.#hub?.close();
   }
 
   /**

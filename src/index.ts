@@ -3,6 +3,11 @@ export { Context } from './context.js';
 export { Subscription } from './subscription.js';
 export { EventStream } from './stream.js';
 export { Deployment, type DeployOptions, type DeployLimits, type DeploymentInfo } from './deployment.js';
+export type { Observer, ObserverKind, AuditRecord, ObservedBus } from './observe/observer.js';
+export type { ObserverStats } from './observe/hub.js';
+export type { DiagnoseOptions, Diagnosis, Finding, HandlerReport, QueueReport, Severity } from './observe/diagnose.js';
+export type { TraceOptions, TraceSummary, TraceEvent } from './observe/trace.js';
+export { KINDS, type KindName, type LifecycleRecord, type ObservationBatch, type CountsByKind } from './observe/records.js';
 export {
   SluiceError,
   Canceled,

@@ -4,6 +4,7 @@ export {
   NativeContext,
   NativeDeployment,
   NativePending,
+  NativeRecorder,
   NativeSubscription,
   publishBatchTo,
   publishBytesTo,

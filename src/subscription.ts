@@ -3,12 +3,17 @@ import { Context } from './context.js';
 import { decodeBatch } from './batch.js';
 import { fromNative } from './errors.js';
 import type { SluiceEvent, SubscriptionStats } from './types.js';
+import type { HandlerTap } from './observe/observer.js';
 
 export interface DeliveryOptions<Ev> {
   concurrency: number;
   batchSize: number;
   filter: ((event: Ev) => boolean) | undefined;
   onError: ((error: unknown, event: Ev) => void) | undefined;
+  /** Shown to observers with each handler run. */
+  name?: string | null;
+  /** Shared with the bus: observers' handler timing and audit, when any are registered. */
+  observe?: { tap: HandlerTap | undefined };
 }
 
 /**
@@ -167,6 +172,8 @@ export class Subscription implements Disposable {
         return;
       }
     }
+    const tap = this.#opts.observe?.tap;
+    if (tap) return this.#runObserved(tap, event, ctx);
     let result: unknown;
     try {
       result = this.#handler(event, ctx ?? Context.background());
@@ -187,6 +194,49 @@ export class Subscription implements Disposable {
         },
       );
     }
+  }
+
+  /**
+   * `#run` with observers: the run is timed, and the event counts as handled (its slot freed,
+   * the bus's drain released) only once every audit sink has durably written it.
+   */
+  #runObserved(tap: HandlerTap, event: SluiceEvent, ctx: Context | undefined): void {
+    const name = this.#opts.name ?? null;
+    const t0 = tap.start(this.id, name, event);
+    let result: unknown;
+    try {
+      result = this.#handler(event, ctx ?? Context.background());
+    } catch (e) {
+      this.#fail(e, event);
+      this.#hold(tap.end(this.id, name, event, t0, true));
+      return;
+    }
+    if (result === null || typeof result !== 'object' || typeof (result as PromiseLike<unknown>).then !== 'function') {
+      this.#sawSync = true;
+      this.#hold(tap.end(this.id, name, event, t0, false));
+    } else {
+      this.#sawAsync = true;
+      this.#inflight++;
+      const finish = (error: boolean) => {
+        const audited = tap.end(this.id, name, event, t0, error);
+        if (audited) audited.then(() => this.#done());
+        else this.#done();
+      };
+      (result as PromiseLike<unknown>).then(
+        () => finish(false),
+        (e: unknown) => {
+          this.#fail(e, event);
+          finish(true);
+        },
+      );
+    }
+  }
+
+  /** Keeps a handled event's slot until its audit write is durable. */
+  #hold(audited: Promise<void> | undefined): void {
+    if (!audited) return;
+    this.#inflight++;
+    audited.then(() => this.#done());
   }
 
   #done(): void {

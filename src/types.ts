@@ -119,6 +119,8 @@ export interface SubscriptionStats {
   failed: number;
   filtered: number;
   blockedPublishers: number;
+  /** How long publishers have found this `block` queue full (ms); 0 when none is blocked. */
+  blockedForMs: number;
 }
 
 export interface BusStats {
@@ -132,4 +134,8 @@ export interface BusStats {
   failed: number;
   filtered: number;
   subscriptions: SubscriptionStats[];
+  /** Running WASM deployments of this bus, each with its own counters and queues. */
+  deployments?: import('./deployment.js').DeploymentInfo[];
+  /** Present once an observer was registered: the observers' own counters (losses, failures). */
+  observers?: import('./observe/hub.js').ObserverStats;
 }

@@ -1,0 +1,422 @@
+import { performance } from 'node:perf_hooks';
+import type { NativeRecorder } from '../native.js';
+import type { SluiceEvent } from '../types.js';
+import type { AuditRecord, HandlerTap, ObservedBus, Observer, ObserverKind } from './observer.js';
+import {
+  KINDS,
+  KIND_BIT,
+  decodeRecords,
+  zeroCounts,
+  type CountsByKind,
+  type KindName,
+  type LifecycleRecord,
+} from './records.js';
+
+/** Records taken from the core per N-API call. */
+const DRAIN_MAX = 8192;
+/** Even without a wake-up from the core, observers see records at least this often. */
+const FLUSH_MS = 50;
+/** Sampling of a failing tracing observer is halved down to this rate at most. */
+const MAX_SAMPLE_EVERY = 1 << 20;
+const AUDIT_RETRY_MIN_MS = 5;
+const AUDIT_RETRY_MAX_MS = 1000;
+
+/** Counters about the observers themselves (`bus.stats().observers`). */
+export interface ObserverStats {
+  observers: number;
+  /** Records handed to hooks. */
+  records: number;
+  /** Records the core's ring could not hold, per kind (a loss, counted, never silent). */
+  lost: CountsByKind;
+  /** Metrics hook calls that threw: dropped and counted. */
+  metricsFailures: number;
+  /** Tracing hook calls that threw; each halved its observer's sampling rate. */
+  tracingFailures: number;
+  /** Failed audit writes (each retried until durable). */
+  auditFailures: number;
+  /** Audit writes in flight: handled events not yet acknowledged. */
+  auditPending: number;
+  /** Audit records given up only because the bus was shut down while their sink kept failing. */
+  auditAbandoned: number;
+}
+
+interface Entry {
+  obs: Observer;
+  kind: ObserverKind;
+  /** Tracing: current 1-in-N rate (grows on failure). */
+  sampleEvery: number;
+  hooks: ((r: LifecycleRecord) => void)[];
+  closed: boolean;
+}
+
+function kindOf(obs: Observer): ObserverKind {
+  if (obs.kind) return obs.kind;
+  if (obs.audit && !KINDS.some((k) => obs[k])) return 'audit';
+  return 'metrics';
+}
+
+/** FNV-1a of a string: a cheap, stable per-event sampling key on the JS side. */
+function hashId(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** The sampled flag of a W3C traceparent, or undefined when it has none / does not parse. */
+function traceSampled(tp: string | null): boolean | undefined {
+  if (tp === null || tp.length < 55 || tp[2] !== '-' || tp[35] !== '-' || tp[52] !== '-') return undefined;
+  const flags = parseInt(tp.slice(53, 55), 16);
+  return Number.isNaN(flags) ? undefined : (flags & 1) === 1;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Connects the core's lifecycle recorder to the registered observers: sets what the core
+ * records, drains it in batches (woken by the core when its ring fills, and on a timer), times JS
+ * handlers, and applies each observer kind's failure policy.
+ */
+export class ObserverHub {
+  readonly #recorder: NativeRecorder;
+  readonly #bus: ObservedBus;
+  readonly #source: string;
+  readonly #onTap: (tap: HandlerTap | undefined) => void;
+  #entries: Entry[] = [];
+  /** Per kind index: the entries with a hook for it. */
+  #byKind: Entry[][] = KINDS.map(() => []);
+  #batchers: Entry[] = [];
+  #auditors: Entry[] = [];
+  #injectors: Entry[] = [];
+  #coreSampleEvery = 1;
+  #lastCounts: number[] = KINDS.map(() => 0);
+  #lastLost: number[] = KINDS.map(() => 0);
+  #local: LifecycleRecord[] = [];
+  #localQueued = false;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #flushing = false;
+  #shutdown = false;
+  /** Handler records are made on the JS side only while someone wants them. */
+  #wantStart = false;
+  #wantEnd = false;
+  readonly #stats: ObserverStats = {
+    observers: 0,
+    records: 0,
+    lost: zeroCounts(),
+    metricsFailures: 0,
+    tracingFailures: 0,
+    auditFailures: 0,
+    auditPending: 0,
+    auditAbandoned: 0,
+  };
+
+  constructor(recorder: NativeRecorder, bus: ObservedBus, source: string, onTap: (tap: HandlerTap | undefined) => void) {
+    this.#recorder = recorder;
+    this.#bus = bus;
+    this.#source = source;
+    this.#onTap = onTap;
+    recorder.setWaker(() => this.flush());
+  }
+
+  /** Registers an observer; the returned function removes it. */
+  add(obs: Observer): () => void {
+    if (obs === null || typeof obs !== 'object') throw new TypeError('an observer is an object with optional hooks');
+    const kind = kindOf(obs);
+    const sampleEvery = obs.sampleEvery ?? 1;
+    if (!Number.isInteger(sampleEvery) || sampleEvery < 1) {
+      throw new RangeError(`sampleEvery must be a positive integer, got ${String(obs.sampleEvery)}`);
+    }
+    if (kind === 'audit' && typeof obs.audit !== 'function') throw new TypeError('an audit observer needs an audit() hook');
+    const entry: Entry = { obs, kind, sampleEvery, hooks: [], closed: false };
+    entry.hooks = KINDS.map((k) => {
+      const h = obs[k] as ((r: LifecycleRecord) => void) | undefined;
+      return typeof h === 'function' ? h.bind(obs) : (undefined as unknown as (r: LifecycleRecord) => void);
+    });
+    this.flush();
+    this.#entries.push(entry);
+    this.#reconfigure();
+    obs.attach?.(this.#bus);
+    let removed = false;
+    return () => {
+      if (removed) return;
+      removed = true;
+      this.flush();
+      this.#entries = this.#entries.filter((e) => e !== entry);
+      entry.closed = true;
+      this.#reconfigure();
+      void Promise.resolve()
+        .then(() => obs.close?.())
+        .catch((e: unknown) => process.emitWarning(`sluice observer close() failed: ${String(e)}`));
+    };
+  }
+
+  get observing(): boolean {
+    return this.#entries.length > 0;
+  }
+
+  #reconfigure(): void {
+    let every = 0;
+    let sampled = 0;
+    let counted = 0;
+    let rate = Infinity;
+    this.#byKind = KINDS.map(() => []);
+    for (const e of this.#entries) {
+      let bits = 0;
+      KINDS.forEach((k, i) => {
+        if (e.hooks[i]) {
+          bits |= KIND_BIT[k];
+          this.#byKind[i]!.push(e);
+        }
+      });
+      if (e.kind === 'tracing') {
+        sampled |= bits;
+        rate = Math.min(rate, e.obs.sampleEvery ?? 1);
+      } else {
+        every |= bits;
+      }
+      if (e.obs.batch) counted = (1 << KINDS.length) - 1;
+    }
+    this.#batchers = this.#entries.filter((e) => typeof e.obs.batch === 'function');
+    this.#auditors = this.#entries.filter((e) => typeof e.obs.audit === 'function');
+    this.#injectors = this.#entries.filter((e) => typeof e.obs.inject === 'function');
+    this.#coreSampleEvery = rate === Infinity ? 1 : rate;
+    // Counts are cumulative in the core; restart the deltas from what it has now.
+    this.#recorder.setInterest(counted, every, sampled & ~every, this.#coreSampleEvery);
+    const i = KINDS.indexOf('handlerStart');
+    const j = KINDS.indexOf('handlerEnd');
+    this.#wantStart = this.#byKind[i]!.length > 0 || counted !== 0;
+    this.#wantEnd = this.#byKind[j]!.length > 0 || counted !== 0;
+    const tapNeeded = this.#wantStart || this.#wantEnd || this.#auditors.length > 0;
+    this.#onTap(tapNeeded ? this.#tap : undefined);
+    if (this.#entries.length > 0 && this.#timer === undefined) {
+      this.#timer = setInterval(() => this.flush(), FLUSH_MS);
+      this.#timer.unref();
+    } else if (this.#entries.length === 0 && this.#timer !== undefined) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+    this.#recorder.arm();
+  }
+
+  /** A traceparent for an event published without one, from the first tracing observer that has one. */
+  inject(type: string): string | undefined {
+    for (const e of this.#injectors) {
+      try {
+        const tp = e.obs.inject!(type);
+        if (tp) return tp;
+      } catch {
+        this.#failed(e);
+      }
+    }
+    return undefined;
+  }
+
+  get injecting(): boolean {
+    return this.#injectors.length > 0;
+  }
+
+  readonly #tap: HandlerTap = {
+    start: (sub, name, event) => {
+      const t0 = performance.now();
+      if (this.#wantStart) this.#pushLocal('handlerStart', sub, name, event, t0, 0, null);
+      return t0;
+    },
+    end: (sub, name, event, t0, error) => {
+      const t1 = performance.now();
+      const durationUs = Math.round((t1 - t0) * 1000);
+      if (this.#wantEnd) this.#pushLocal('handlerEnd', sub, name, event, t1, durationUs, error ? 'error' : 'ack');
+      if (this.#auditors.length === 0) return undefined;
+      const rec: AuditRecord = {
+        time: performance.timeOrigin + t1,
+        id: event.id,
+        type: event.type,
+        source: event.source ?? this.#source,
+        subscription: sub,
+        name,
+        outcome: error ? 'error' : 'ack',
+        durationUs,
+        traceparent: event.traceparent ?? null,
+      };
+      return this.#audit(rec);
+    },
+  };
+
+  #pushLocal(
+    kind: 'handlerStart' | 'handlerEnd',
+    sub: number,
+    name: string | null,
+    event: SluiceEvent,
+    at: number,
+    durationUs: number,
+    reason: string | null,
+  ): void {
+    this.#local.push({
+      kind,
+      timeUs: Math.round((performance.timeOrigin + at) * 1000),
+      subscription: sub,
+      id: event.id,
+      type: event.type,
+      traceparent: event.traceparent ?? null,
+      count: 1,
+      reason,
+      durationUs,
+      name,
+      detail: null,
+      eventTimeMs: event.time,
+      origin: 'js',
+    });
+    if (!this.#localQueued) {
+      this.#localQueued = true;
+      setImmediate(() => {
+        this.#localQueued = false;
+        this.flush();
+      });
+    }
+  }
+
+  /** Every audit sink writes the record; each failure is retried until it succeeds. */
+  async #audit(rec: AuditRecord): Promise<void> {
+    this.#stats.auditPending++;
+    try {
+      await Promise.all(this.#auditors.map((e) => this.#auditOne(e, rec)));
+    } finally {
+      this.#stats.auditPending--;
+    }
+  }
+
+  async #auditOne(e: Entry, rec: AuditRecord): Promise<void> {
+    let delay = AUDIT_RETRY_MIN_MS;
+    for (;;) {
+      try {
+        await e.obs.audit!(rec);
+        return;
+      } catch (err) {
+        this.#stats.auditFailures++;
+        if (this.#shutdown) {
+          this.#stats.auditAbandoned++;
+          process.emitWarning(`sluice: audit record for event ${rec.id} abandoned at shutdown: ${String(err)}`);
+          return;
+        }
+        await sleep(delay);
+        delay = Math.min(delay * 2, AUDIT_RETRY_MAX_MS);
+      }
+    }
+  }
+
+  #failed(e: Entry): void {
+    if (e.kind === 'tracing') {
+      this.#stats.tracingFailures++;
+      e.sampleEvery = Math.min(e.sampleEvery * 2, MAX_SAMPLE_EVERY);
+    } else {
+      this.#stats.metricsFailures++;
+    }
+  }
+
+  /**
+   * Whether a tracing observer sees this record. The core already kept only sampled events at
+   * the lowest rate any tracing observer asked for; here each observer's own rate applies, and a
+   * degraded observer (its hooks threw) keeps a further 1 in (current / configured) events, by id
+   * so that all records of one event stay together.
+   */
+  #sees(e: Entry, r: LifecycleRecord): boolean {
+    if (e.kind !== 'tracing') return true;
+    const flag = traceSampled(r.traceparent);
+    if (flag === false) return false;
+    if (r.id === null) return true;
+    const base = e.obs.sampleEvery ?? 1;
+    if (flag === undefined) {
+      // Without a traceparent: JS handler records were not sampled by the core at all.
+      const extra = r.origin === 'js' ? base : Math.round(base / this.#coreSampleEvery);
+      if (extra > 1 && hashId(r.id) % extra !== 0) return false;
+    }
+    const degrade = Math.round(e.sampleEvery / base);
+    return degrade <= 1 || hashId(`${r.id}#`) % degrade === 0;
+  }
+
+  #dispatch(records: LifecycleRecord[]): void {
+    for (const r of records) {
+      const i = KINDS.indexOf(r.kind);
+      const entries = this.#byKind[i];
+      if (!entries) continue;
+      for (const e of entries) {
+        if (e.closed || !this.#sees(e, r)) continue;
+        this.#stats.records++;
+        try {
+          e.hooks[i]!(r);
+        } catch {
+          this.#failed(e);
+        }
+      }
+    }
+  }
+
+  /** Drains the core's records (and the JS handlers' ones) to the observers. */
+  flush(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    try {
+      for (;;) {
+        const batch = decodeRecords(this.#recorder.drain(DRAIN_MAX));
+        const counts = zeroCounts();
+        const lost = zeroCounts();
+        KINDS.forEach((k, i) => {
+          counts[k] = (batch.counts[i] ?? 0) - this.#lastCounts[i]!;
+          lost[k] = (batch.lost[i] ?? 0) - this.#lastLost[i]!;
+          this.#stats.lost[k] += lost[k];
+        });
+        this.#lastCounts = batch.counts;
+        this.#lastLost = batch.lost;
+        // JS handler records join the batch; their counts add to the core's.
+        const local = batch.records.length < DRAIN_MAX ? this.#local.splice(0) : [];
+        for (const r of local) counts[r.kind] += 1;
+        const records = local.length ? batch.records.concat(local) : batch.records;
+        if (records.length) this.#dispatch(records);
+        const any = records.length > 0 || KINDS.some((k) => counts[k] !== 0 || lost[k] !== 0);
+        if (any) {
+          for (const e of this.#batchers) {
+            try {
+              e.obs.batch!({ counts, lost, records: records.length });
+            } catch {
+              this.#failed(e);
+            }
+          }
+        }
+        if (batch.records.length < DRAIN_MAX) break;
+      }
+    } finally {
+      this.#flushing = false;
+      this.#recorder.arm();
+    }
+  }
+
+  stats(): ObserverStats {
+    return { ...this.#stats, observers: this.#entries.length, lost: { ...this.#stats.lost } };
+  }
+
+  /** The bus is shutting down: a sink that still fails after this gives up (counted). */
+  markShutdown(): void {
+    this.#shutdown = true;
+  }
+
+  async close(): Promise<void> {
+    this.flush();
+    this.#shutdown = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    const entries = this.#entries;
+    this.#entries = [];
+    this.#reconfigure();
+    for (const e of entries) {
+      e.closed = true;
+      try {
+        await e.obs.close?.();
+      } catch (err) {
+        process.emitWarning(`sluice observer close() failed: ${String(err)}`);
+      }
+    }
+  }
+}
+
+export type { KindName };
