@@ -23,6 +23,8 @@ export interface TraceOptions {
   file: string;
   /** Queue-depth sampling interval (default 10 ms). */
   sampleMs?: number;
+  /** Ends the recording early (the file is still written). */
+  signal?: AbortSignal;
 }
 
 export interface TraceSummary {
@@ -172,8 +174,18 @@ export async function traceBus(bus: Traceable, options: TraceOptions): Promise<T
   const lost0 = lostNow();
   rec.sample(bus.stats());
   const timer = setInterval(() => rec.sample(bus.stats()), sampleMs);
+  const { signal } = options;
   try {
-    await new Promise<void>((r) => setTimeout(r, durationMs));
+    await new Promise<void>((resolve) => {
+      if (signal?.aborted) return resolve();
+      const done = () => {
+        clearTimeout(t);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const t = setTimeout(done, durationMs);
+      signal?.addEventListener('abort', done, { once: true });
+    });
   } finally {
     clearInterval(timer);
   }
