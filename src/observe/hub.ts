@@ -72,6 +72,8 @@ function traceSampled(tp: string | null): boolean | undefined {
   return Number.isNaN(flags) ? undefined : (flags & 1) === 1;
 }
 
+const KIND_INDEX = Object.fromEntries(KINDS.map((k, i) => [k, i])) as Record<KindName, number>;
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
@@ -98,9 +100,16 @@ export class ObserverHub {
   #timer: ReturnType<typeof setInterval> | undefined;
   #flushing = false;
   #shutdown = false;
-  /** Handler records are made on the JS side only while someone wants them. */
-  #wantStart = false;
-  #wantEnd = false;
+  /**
+   * JS handler records are made only while someone wants them: 0 none, 1 every run (a metrics
+   * or audit observer hooks the kind), 2 sampled runs only (only tracing observers do).
+   */
+  #startMode: 0 | 1 | 2 = 0;
+  #endMode: 0 | 1 | 2 = 0;
+  /** Batch observers count JS handler runs without records. */
+  #countHandlers = false;
+  #jsStarted = 0;
+  #jsEnded = 0;
   readonly #stats: ObserverStats = {
     observers: 0,
     records: 0,
@@ -184,11 +193,15 @@ export class ObserverHub {
     this.#coreSampleEvery = rate === Infinity ? 1 : rate;
     // Counts are cumulative in the core; restart the deltas from what it has now.
     this.#recorder.setInterest(counted, every, sampled & ~every, this.#coreSampleEvery);
-    const i = KINDS.indexOf('handlerStart');
-    const j = KINDS.indexOf('handlerEnd');
-    this.#wantStart = this.#byKind[i]!.length > 0 || counted !== 0;
-    this.#wantEnd = this.#byKind[j]!.length > 0 || counted !== 0;
-    const tapNeeded = this.#wantStart || this.#wantEnd || this.#auditors.length > 0;
+    const mode = (k: KindName): 0 | 1 | 2 => {
+      const hooked = this.#byKind[KIND_INDEX[k]]!;
+      if (hooked.length === 0) return 0;
+      return hooked.some((e) => e.kind !== 'tracing') ? 1 : 2;
+    };
+    this.#startMode = mode('handlerStart');
+    this.#endMode = mode('handlerEnd');
+    this.#countHandlers = counted !== 0;
+    const tapNeeded = this.#startMode !== 0 || this.#endMode !== 0 || this.#countHandlers || this.#auditors.length > 0;
     this.#onTap(tapNeeded ? this.#tap : undefined);
     if (this.#entries.length > 0 && this.#timer === undefined) {
       this.#timer = setInterval(() => this.flush(), FLUSH_MS);
@@ -218,15 +231,26 @@ export class ObserverHub {
   }
 
   readonly #tap: HandlerTap = {
+    // The clock is read only when a record or an audit will carry the time: reading it can cost
+    // more than a small handler on a virtual machine.
     start: (sub, name, event) => {
+      if (this.#countHandlers) this.#jsStarted++;
+      const s = this.#startMode;
+      const e = this.#endMode;
+      const wantStart = s === 1 || (s === 2 && this.#traced(event));
+      const wantEnd = e === 1 || (e === 2 && this.#traced(event)) || this.#auditors.length > 0;
+      if (!wantStart && !wantEnd) return -1;
       const t0 = performance.now();
-      if (this.#wantStart) this.#pushLocal('handlerStart', sub, name, event, t0, 0, null);
+      if (wantStart) this.#pushLocal('handlerStart', sub, name, event, t0, 0, null);
       return t0;
     },
     end: (sub, name, event, t0, error) => {
+      if (this.#countHandlers) this.#jsEnded++;
+      if (t0 < 0) return undefined;
       const t1 = performance.now();
       const durationUs = Math.round((t1 - t0) * 1000);
-      if (this.#wantEnd) this.#pushLocal('handlerEnd', sub, name, event, t1, durationUs, error ? 'error' : 'ack');
+      const m = this.#endMode;
+      if (m === 1 || (m === 2 && this.#traced(event))) this.#pushLocal('handlerEnd', sub, name, event, t1, durationUs, error ? 'error' : 'ack');
       if (this.#auditors.length === 0) return undefined;
       const rec: AuditRecord = {
         time: performance.timeOrigin + t1,
@@ -242,6 +266,14 @@ export class ObserverHub {
       return this.#audit(rec);
     },
   };
+
+  /** Whether tracing (at the lowest rate asked for) samples this event; see `#sees`. */
+  #traced(event: SluiceEvent): boolean {
+    const flag = traceSampled(event.traceparent ?? null);
+    if (flag !== undefined) return flag;
+    const rate = this.#coreSampleEvery;
+    return rate <= 1 || hashId(event.id) % rate === 0;
+  }
 
   #pushLocal(
     kind: 'handlerStart' | 'handlerEnd',
@@ -337,7 +369,7 @@ export class ObserverHub {
 
   #dispatch(records: LifecycleRecord[]): void {
     for (const r of records) {
-      const i = KINDS.indexOf(r.kind);
+      const i = KIND_INDEX[r.kind];
       const entries = this.#byKind[i];
       if (!entries) continue;
       for (const e of entries) {
@@ -370,7 +402,10 @@ export class ObserverHub {
         this.#lastLost = batch.lost;
         // JS handler records join the batch; their counts add to the core's.
         const local = batch.records.length < DRAIN_MAX ? this.#local.splice(0) : [];
-        for (const r of local) counts[r.kind] += 1;
+        counts.handlerStart += this.#jsStarted;
+        counts.handlerEnd += this.#jsEnded;
+        this.#jsStarted = 0;
+        this.#jsEnded = 0;
         const records = local.length ? batch.records.concat(local) : batch.records;
         if (records.length) this.#dispatch(records);
         const any = records.length > 0 || KINDS.some((k) => counts[k] !== 0 || lost[k] !== 0);

@@ -49,8 +49,13 @@ function parentContext(traceparent: string | null) {
 export function otelObserver(options: OtelOptions = {}): Observer {
   const tracer = options.tracer ?? (options.tracerProvider ?? trace.getTracerProvider()).getTracer('sluice');
   const system = options.system ?? 'sluice';
+  const sampleEvery = options.sampleEvery ?? 1;
+  if (!Number.isInteger(sampleEvery) || sampleEvery < 1) throw new RangeError(`sampleEvery must be a positive integer, got ${sampleEvery}`);
+  let publishes = 0;
 
   const processSpan = (r: LifecycleRecord<'handlerEnd'>) => {
+    // Events published without a traceparent were not chosen for tracing (see inject).
+    if (r.traceparent === null) return;
     const attributes: Attributes = {
       'messaging.system': system,
       'messaging.operation.type': 'process',
@@ -78,8 +83,12 @@ export function otelObserver(options: OtelOptions = {}): Observer {
   return {
     name: 'sluice/otel',
     kind: 'tracing',
-    sampleEvery: options.sampleEvery ?? 1,
+    sampleEvery,
     inject(type) {
+      // 1 in `sampleEvery` publishes starts a trace; the others carry no traceparent. A publish
+      // under an active sampled span always joins it.
+      const active = trace.getSpanContext(context.active());
+      if (sampleEvery > 1 && !(active && (active.traceFlags & 1) === 1) && publishes++ % sampleEvery !== 0) return undefined;
       const span = tracer.startSpan(
         `send ${type}`,
         {

@@ -14,7 +14,7 @@
  * | `sluice_retries_total` / `sluice_dead_letters_total` | counter | `handler` |
  * | `sluice_rollout_steps_total` | counter | `deployment`, `step` |
  * | `sluice_queue_depth` / `sluice_queue_capacity` | gauge | `subscription` |
- * | `sluice_queue_lag_seconds` | gauge | `subscription`: how long the last delivered event waited |
+ * | `sluice_queue_lag_seconds` | gauge | `subscription`: publish → handler start of the last handled event |
  * | `sluice_publishers_blocked` / `sluice_publishers_blocked_seconds` | gauge | `subscription` |
  * | `sluice_observer_lost_records_total` | counter | `kind` |
  */
@@ -29,6 +29,7 @@ export interface PrometheusOptions {
   buckets?: number[];
 }
 
+const MAX_CHILDREN = 4096;
 const DEFAULT_BUCKETS = [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5];
 
 export function prometheusObserver(options: PrometheusOptions): Observer {
@@ -62,6 +63,8 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
   const lost = new Counter({ name: `${p}observer_lost_records_total`, help: 'Lifecycle records the core could not hold for observers', labelNames: ['kind'], registers });
   /** Subscription id → seconds the last event delivered from it had waited. */
   const lag = new Map<number, number>();
+  /** Labelled children per (subscription, runtime, outcome, version): label hashing once, not per event. */
+  const children = new Map<string, { duration: { observe(v: number): void }; version: { inc(): void } | undefined }>();
   const subName = new Map<number, string>();
   const label = (s: { id: number; name: string | null; pattern: string }) => s.name ?? `${s.pattern}#${s.id}`;
   const handlerOf = (r: LifecycleRecord) => r.name ?? subName.get(r.subscription) ?? `#${r.subscription}`;
@@ -87,7 +90,7 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
   gauges('publishers_blocked_seconds', 'How long publishers have been blocked on a queue', (s) => (s.blockedForMs ?? 0) / 1000);
   new Gauge({
     name: `${p}queue_lag_seconds`,
-    help: 'How long the last event delivered from a queue had waited in it',
+    help: 'Publish to handler start of the last event handled from a queue',
     labelNames: ['subscription'],
     registers,
     collect() {
@@ -118,14 +121,22 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
     dropped(r) {
       dropped.inc({ reason: r.reason ?? 'unknown' }, r.count);
     },
-    delivered(r) {
-      if (r.eventTimeMs > 0) lag.set(r.subscription, Math.max(0, r.timeUs / 1e6 - r.eventTimeMs / 1e3));
-    },
     handlerEnd(r) {
-      const runtime = r.origin === 'js' ? 'js' : 'wasm';
-      const outcome = r.reason ?? 'unknown';
-      duration.observe({ handler: handlerOf(r), runtime, outcome }, r.durationUs / 1e6);
-      if (runtime === 'wasm') perVersion.inc({ deployment: r.name ?? '', version: r.detail ?? '', outcome });
+      const key = `${r.subscription}\u0000${r.origin}\u0000${r.reason}\u0000${r.detail}`;
+      let c = children.get(key);
+      if (c === undefined) {
+        const runtime = r.origin === 'js' ? 'js' : 'wasm';
+        const outcome = r.reason ?? 'unknown';
+        c = {
+          duration: duration.labels({ handler: handlerOf(r), runtime, outcome }),
+          version: runtime === 'wasm' ? perVersion.labels({ deployment: r.name ?? '', version: r.detail ?? '', outcome }) : undefined,
+        };
+        if (children.size < MAX_CHILDREN) children.set(key, c);
+      }
+      c.duration.observe(r.durationUs / 1e6);
+      c.version?.inc();
+      // Lag: from publish to the handler's start.
+      if (r.eventTimeMs > 0) lag.set(r.subscription, Math.max(0, (r.timeUs - r.durationUs) / 1e6 - r.eventTimeMs / 1e3));
     },
     sandboxTrap(r) {
       faults.inc({ deployment: r.name ?? '', kind: 'trap', code: r.reason ?? '' });

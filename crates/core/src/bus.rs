@@ -600,7 +600,7 @@ impl Bus {
         if !matched {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
         }
-        self.recorder.note(Kind::Published, |r| r.event(ev).reason(if matched { "" } else { reason::UNROUTED }));
+        self.recorder.note_for(Kind::Published, Some(ev), 1, |r| r.reason(if matched { "" } else { reason::UNROUTED }));
     }
 
     /// Stops accepting publishes and subscriptions. Queued events stay for consumers to drain;

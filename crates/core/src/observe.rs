@@ -269,6 +269,11 @@ impl Recorder {
         if !keep {
             return;
         }
+        self.push(rec);
+    }
+
+    fn push(&self, rec: Record) {
+        let k = rec.kind as usize;
         let n = rec.count as u64;
         if self.ring.push(rec).is_err() {
             self.lost[k].fetch_add(n, Ordering::Relaxed);
@@ -283,11 +288,45 @@ impl Recorder {
         }
     }
 
-    /// Shorthand for `if on(kind) { record(make()) }`.
+    /// Counts one `kind` and, if it is recorded, builds its record with `make`. Nothing is built
+    /// (no clock read) for a kind that is only counted.
     #[inline(always)]
     pub fn note(&self, kind: Kind, make: impl FnOnce(Record) -> Record) {
         if self.on(kind) {
-            self.record(make(Record::new(kind)));
+            self.note_slow(kind, None, 1, make);
+        }
+    }
+
+    /// `note` for `n` occurrences concerning `ev`: the sampling decision is taken from `ev`
+    /// before anything is built, so an unsampled event costs a counter add only.
+    #[inline(always)]
+    pub fn note_for(&self, kind: Kind, ev: Option<&Arc<Event>>, n: u64, make: impl FnOnce(Record) -> Record) {
+        if self.on(kind) {
+            self.note_slow(kind, ev, n, make);
+        }
+    }
+
+    /// Whether a `kind` occurrence concerning `ev` would be recorded (not just counted): lets a
+    /// call site skip work such as reading a clock when nobody will see the record.
+    pub fn keeps(&self, kind: Kind, ev: Option<&Arc<Event>>) -> bool {
+        let bit = kind.bit();
+        self.on(kind)
+            && (self.every.load(Ordering::Relaxed) & bit != 0
+                || (self.sampled.load(Ordering::Relaxed) & bit != 0 && (ev.is_none() || self.is_sampled(ev.map(|e| &**e)))))
+    }
+
+    #[inline(never)]
+    fn note_slow(&self, kind: Kind, ev: Option<&Arc<Event>>, n: u64, make: impl FnOnce(Record) -> Record) {
+        let bit = kind.bit();
+        self.counts[kind as usize].fetch_add(n, Ordering::Relaxed);
+        let keep = self.every.load(Ordering::Relaxed) & bit != 0
+            || (self.sampled.load(Ordering::Relaxed) & bit != 0 && (ev.is_none() || self.is_sampled(ev.map(|e| &**e))));
+        if keep {
+            let mut r = make(Record::new(kind)).count(n);
+            if r.event.is_none() {
+                r.event = ev.cloned();
+            }
+            self.push(r);
         }
     }
 
@@ -458,7 +497,7 @@ mod tests {
         let r = Recorder::new(16);
         r.set_interest(Interest { every: Kind::Dropped.bit(), ..Default::default() });
         for _ in 0..20 {
-            r.note(Kind::Dropped, |x| x.count(2).reason(reason::NEWEST));
+            r.note_for(Kind::Dropped, None, 2, |x| x.reason(reason::NEWEST));
         }
         assert_eq!(r.counts()[Kind::Dropped as usize], 40);
         assert_eq!(r.lost()[Kind::Dropped as usize], 8);

@@ -7,7 +7,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::observe::{reason, unix_now_us, Kind, Record, Recorder};
+use crate::observe::{reason, unix_now_us, Kind, Recorder};
 use crate::overflow::Overflow;
 use crossbeam_queue::ArrayQueue;
 use serde::Serialize;
@@ -153,11 +153,7 @@ impl Queue {
     #[inline(always)]
     fn note(&self, kind: Kind, why: &'static str, ev: Option<&Arc<Event>>, n: u64) {
         if let Some(p) = self.probe.get() {
-            if p.recorder.on(kind) {
-                let mut r = Record::new(kind).sub(p.sub).reason(why).count(n);
-                r.event = ev.cloned();
-                p.recorder.record(r);
-            }
+            p.recorder.note_for(kind, ev, n, |r| r.sub(p.sub).reason(why));
         }
     }
 

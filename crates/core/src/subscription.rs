@@ -206,8 +206,8 @@ impl Subscription {
                 c.retried.fetch_add(1, Ordering::Relaxed);
                 let delay = self.delivery.opts.retry.delay(attempt, unit_random(tag ^ (attempt as u64) << 48));
                 self.env.timer.schedule(std::time::Instant::now() + delay, Arc::downgrade(self), tag);
-                bus.recorder().note(Kind::Retried, |r| {
-                    r.sub(self.id).event(&event).reason("retry").duration_us(delay.as_micros() as u64).detail(given_up(None, &reason, attempt))
+                bus.recorder().note_for(Kind::Retried, Some(&event), 1, |r| {
+                    r.sub(self.id).reason("retry").duration_us(delay.as_micros() as u64).detail(given_up(None, &reason, attempt))
                 });
                 self.hook(&event, &Disposition::Retrying { attempt });
             }
@@ -218,7 +218,7 @@ impl Subscription {
                 };
                 let topic = self.delivery.opts.dead_letter.as_deref().filter(|_| published);
                 let why = if published { "dead-letter" } else { "discarded" };
-                bus.recorder().note(Kind::DeadLettered, |r| r.sub(self.id).event(&event).reason(why).detail(given_up(topic, &reason, attempts)));
+                bus.recorder().note_for(Kind::DeadLettered, Some(&event), 1, |r| r.sub(self.id).reason(why).detail(given_up(topic, &reason, attempts)));
                 let d = if published {
                     c.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     Disposition::DeadLettered { attempts }

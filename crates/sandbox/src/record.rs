@@ -17,8 +17,10 @@ pub(crate) struct Run {
 }
 
 pub(crate) fn start(rec: &Recorder, sub: &Subscription, ev: &Arc<Event>, name: &Arc<str>, hash: &str) -> Run {
-    rec.note(Kind::HandlerStart, |r| r.sub(sub.id()).event(ev).name(name).detail(hash));
-    let watched = rec.on(Kind::HandlerEnd) || rec.on(Kind::SandboxTrap) || rec.on(Kind::SandboxLimit);
+    rec.note_for(Kind::HandlerStart, Some(ev), 1, |r| r.sub(sub.id()).name(name).detail(hash));
+    // The clock is read only when a record will carry the duration (a count needs none).
+    let ev = Some(ev);
+    let watched = rec.keeps(Kind::HandlerEnd, ev) || rec.keeps(Kind::SandboxTrap, ev) || rec.keeps(Kind::SandboxLimit, ev);
     Run { started: watched.then(Instant::now) }
 }
 
@@ -33,10 +35,9 @@ pub(crate) fn outcome_name(o: &Outcome) -> &'static str {
 }
 
 pub(crate) fn end(rec: &Recorder, run: Run, sub: &Subscription, ev: &Arc<Event>, name: &Arc<str>, hash: &str, o: &Outcome) {
-    let Some(t0) = run.started else { return };
-    let us = t0.elapsed().as_micros() as u64;
+    let us = run.started.map_or(0, |t0| t0.elapsed().as_micros() as u64);
     let why = outcome_name(o);
-    rec.note(Kind::HandlerEnd, |r| r.sub(sub.id()).event(ev).name(name).detail(hash).reason(why).duration_us(us));
+    rec.note_for(Kind::HandlerEnd, Some(ev), 1, |r| r.sub(sub.id()).name(name).detail(hash).reason(why).duration_us(us));
     if let Outcome::Error(e) = o {
         let kind = match e.kind() {
             ErrorKind::Timeout | ErrorKind::OutOfFuel | ErrorKind::MemoryLimit | ErrorKind::StackOverflow => {
@@ -44,6 +45,6 @@ pub(crate) fn end(rec: &Recorder, run: Run, sub: &Subscription, ev: &Arc<Event>,
             }
             _ => Kind::SandboxTrap,
         };
-        rec.note(kind, |r| r.sub(sub.id()).event(ev).name(name).detail(e.message()).reason(why).duration_us(us));
+        rec.note_for(kind, Some(ev), 1, |r| r.sub(sub.id()).name(name).detail(e.message()).reason(why).duration_us(us));
     }
 }
