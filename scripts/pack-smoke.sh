@@ -31,6 +31,9 @@ let typed = false;
 try { await bus.publish('full', 2); } catch (e) { typed = e instanceof QueueFull && e.code === 'ERR_QUEUE_FULL'; }
 await bus.close();
 if (got.join() !== 'a' || !typed) { console.error('pack smoke failed', got, typed); process.exit(1); }
+// Subpath exports resolve from the tarball (sluice/audit needs no optional peer).
+const { auditSink } = await import('sluice/audit');
+if (typeof auditSink !== 'function') { console.error('pack smoke failed: sluice/audit'); process.exit(1); }
 console.log('pack smoke: ok (installed from tarballs, no build tools used)');
 JS
 node smoke.mjs
