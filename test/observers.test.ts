@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus, KINDS, type LifecycleRecord, type Observer } from '../src/index.js';
@@ -156,6 +156,22 @@ describe('observers', () => {
     const bad = new Bus({ observers: ['./no-such-observer.js'] });
     await expect(bad.ready).rejects.toThrow(/cannot load observer module/);
     await bad.close();
+  });
+
+  it("loads a built-in by its package specifier ('sluice/audit')", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'sluice-obs-')), 'audit.jsonl');
+    process.env.SLUICE_AUDIT_FILE = file;
+    try {
+      const bus = await Bus.create({ observers: ['sluice/audit'] });
+      let n = 0;
+      bus.subscribe('a.b', () => void n++);
+      bus.tryPublish('a.b', 1);
+      await until(() => n === 1);
+      await bus.close();
+      expect(JSON.parse(readFileSync(file, 'utf8'))).toMatchObject({ type: 'a.b', outcome: 'ack' });
+    } finally {
+      delete process.env.SLUICE_AUDIT_FILE;
+    }
   });
 
   it('removing the last observer switches recording off', async () => {
