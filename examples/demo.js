@@ -22,9 +22,17 @@
 // A progress line updates while it runs; at the end a table shows throughput, latency
 // percentiles (publish → handler start), drops and expiries from `bus.stats()`, and the WASM
 // handler's own counters from `dep.info()`.
+// Observers (docs/observers.md): a metrics observer counts every lifecycle event and times every
+// handler (its figures are printed and checked against bus.stats()), `sluice/prometheus` fills a
+// prom-client registry, `bus.diagnose()` runs during a warehouse stall, and `bus.trace()` writes
+// a Perfetto trace of one second around a stall ($SLUICE_DEMO_TRACE, default in the temp dir).
 
 import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
 import { Bus, Context, DeadlineExceeded, QueueFull, BusClosed, Canceled } from '../dist/index.js';
+import { prometheusObserver } from '../dist/observers/prometheus.js';
 
 // ---- options --------------------------------------------------------------------------------
 
@@ -111,6 +119,32 @@ function table(headers, rows, align) {
 
 /** @type {Bus<{ 'order.created': { id: string; customer: string; amount: number; t: number }; 'order.shipped': { id: string; t: number } }>} */
 const bus = new Bus({ capacity: 256, overflow: 'block', source: 'demo/orders' });
+
+// ---- observers ------------------------------------------------------------------------------
+
+// A metrics observer: per-kind counts from the core's batches, drops by reason, and every
+// handler run (JS and WASM) timed, by handler name.
+const seen = { counts: {}, dropped: {}, handlers: new Map(), lost: 0 };
+bus.use({
+  name: 'demo metrics',
+  batch(b) {
+    for (const [k, n] of Object.entries(b.counts)) seen.counts[k] = (seen.counts[k] ?? 0) + n;
+    for (const n of Object.values(b.lost)) seen.lost += n;
+  },
+  dropped(r) {
+    seen.dropped[r.reason] = (seen.dropped[r.reason] ?? 0) + r.count;
+  },
+  handlerEnd(r) {
+    const name = r.name ?? (r.subscription === auditId ? 'audit' : `#${r.subscription}`);
+    let h = seen.handlers.get(name);
+    if (!h) seen.handlers.set(name, (h = { runtime: r.origin === 'js' ? 'js' : 'wasm', lat: new Latency(), failed: 0 }));
+    h.lat.add(r.durationUs / 1000);
+    if (r.reason !== 'ack') h.failed++;
+  },
+});
+const registry = new Registry();
+bus.use(prometheusObserver({ registry }));
+const TRACE_FILE = process.env.SLUICE_DEMO_TRACE ?? join(tmpdir(), 'sluice-demo-trace.json');
 
 const lat = { fulfilment: new Latency(), analytics: new Latency(), review: new Latency(), audit: new Latency() };
 const handled = { fulfilment: 0, analytics: 0, review: 0, audit: 0, shipped: 0, shipLate: 0, flagged: 0 };
@@ -286,6 +320,10 @@ const stallTimer = setInterval(() => {
 const progressTimer = setInterval(progress, tty ? 200 : 1000);
 
 const publishers = Array.from({ length: PUBLISHERS }, (_, p) => publisher(p + 1));
+// Diagnose the first warehouse stall while it happens, and trace one second around it.
+const traceMs = Math.min(1000, RUN_MS);
+const traced = sleep(Math.max(0, Math.min(STALL_EVERY_MS - 300, RUN_MS - traceMs))).then(() => bus.trace({ durationMs: traceMs, file: TRACE_FILE }));
+const diagnosed = RUN_MS > STALL_EVERY_MS + 150 ? sleep(STALL_EVERY_MS + 20).then(() => bus.diagnose({ windowMs: 100 })) : Promise.resolve(undefined);
 await sleep(RUN_MS);
 stopping = true;
 clearInterval(stallTimer);
@@ -302,7 +340,9 @@ for (const until = now() + 2000; now() < until; ) {
 await sleep(20); // handlers already started finish their simulated I/O
 clearInterval(progressTimer);
 progress(true);
+const [trace, diagnosis] = await Promise.all([traced, diagnosed]);
 const stats = bus.stats(); // after close() the bus no longer lists its subscriptions
+const promText = await registry.metrics();
 const fraudInfo = fraudDep.info();
 const elapsed = (now() - started) / 1000;
 await fraudDep.undeploy();
@@ -414,6 +454,38 @@ const byCause = stats.subscriptions
     return `${name}: ${parts.map(([k, n]) => `${k} ${fmtInt(n)}`).join(', ')}`;
   });
 if (byCause.length) console.log(`\ndrops by cause — ${byCause.join('; ')}`);
+
+// ---- what the observers saw ---------------------------------------------------------------
+
+console.log('\nObservers (lifecycle events recorded in the core, handed to JS in batches)');
+const agrees = (a, b) => (a === b ? '=' : `≠ ${fmtInt(b)}`);
+console.log(
+  table(
+    ['published', 'delivered', 'dropped', 'expired', 'handler runs', 'records lost', 'hook failures'],
+    [[
+      `${fmtInt(seen.counts.published ?? 0)} ${agrees(seen.counts.published ?? 0, stats.published)}`,
+      `${fmtInt(seen.counts.delivered ?? 0)}`,
+      `${fmtInt(seen.counts.dropped ?? 0)}`,
+      `${fmtInt(seen.counts.expired ?? 0)}`,
+      fmtInt(seen.counts.handlerEnd ?? 0),
+      fmtInt(seen.lost),
+      fmtInt((stats.observers?.metricsFailures ?? 0) + (stats.observers?.tracingFailures ?? 0)),
+    ]],
+  ),
+);
+console.log(`  (= matches bus.stats(); drops by reason: ${Object.entries(seen.dropped).map(([k, n]) => `${k} ${fmtInt(n)}`).join(', ') || 'none'})`);
+console.log(
+  table(
+    ['handler', 'runtime', 'runs', 'failed', 'p50 run time', 'p99 run time'],
+    [...seen.handlers].map(([name, h]) => [name, h.runtime, fmtInt(h.lat.samples.length), fmtInt(h.failed), fmtMs(h.lat.pct(50)), fmtMs(h.lat.pct(99))]),
+    ['l', 'l'],
+  ),
+);
+const promSeries = promText.split('\n').filter((l) => l && !l.startsWith('#')).length;
+console.log(`  sluice/prometheus: ${promSeries} series on the registry, e.g.`);
+for (const l of promText.split('\n').filter((l) => /^sluice_(events_dropped_total|deployment_events_total)/.test(l)).slice(0, 4)) console.log(`    ${l}`);
+if (diagnosis) console.log(`\nbus.diagnose() during the first warehouse stall:\n${diagnosis.text.replace(/^/gm, '  ')}`);
+console.log(`\nbus.trace(): ${fmtInt(trace.events)} trace events over ${(trace.durationMs / 1000).toFixed(1)} s → ${trace.file} (open in https://ui.perfetto.dev)`);
 
 clearTimeout(watchdog);
 // Anything still holding the event loop open after this point is a bug; do not hang on it.
