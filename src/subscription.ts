@@ -39,6 +39,7 @@ export class Subscription implements Disposable {
   #failed = 0;
   #filtered = 0;
   #idleWaiters: (() => void)[] = [];
+  #id: number | undefined;
 
   /** @internal */
   constructor(
@@ -202,23 +203,25 @@ export class Subscription implements Disposable {
    */
   #runObserved(tap: HandlerTap, event: SluiceEvent, ctx: Context | undefined): void {
     const name = this.#opts.name ?? null;
-    const t0 = tap.start(this.id, name, event);
+    // The id once per subscription: reading it through the native getter costs an N-API call.
+    const id = (this.#id ??= this.#native.id);
+    const t0 = tap.start(id, name, event);
     let result: unknown;
     try {
       result = this.#handler(event, ctx ?? Context.background());
     } catch (e) {
       this.#fail(e, event);
-      this.#hold(tap.end(this.id, name, event, t0, true));
+      this.#hold(tap.end(id, name, event, t0, true));
       return;
     }
     if (result === null || typeof result !== 'object' || typeof (result as PromiseLike<unknown>).then !== 'function') {
       this.#sawSync = true;
-      this.#hold(tap.end(this.id, name, event, t0, false));
+      this.#hold(tap.end(id, name, event, t0, false));
     } else {
       this.#sawAsync = true;
       this.#inflight++;
       const finish = (error: boolean) => {
-        const audited = tap.end(this.id, name, event, t0, error);
+        const audited = tap.end(id, name, event, t0, error);
         if (audited) audited.then(() => this.#done());
         else this.#done();
       };

@@ -18,7 +18,8 @@
  * | `sluice_publishers_blocked` / `sluice_publishers_blocked_seconds` | gauge | `subscription` |
  * | `sluice_observer_lost_records_total` | counter | `kind` |
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { FastHistogram } from './histogram.js';
 import type { LifecycleRecord, ObservedBus, Observer } from '../index.js';
 
 export interface PrometheusOptions {
@@ -43,10 +44,9 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
   const delivered = new Counter({ name: `${p}events_delivered_total`, help: 'Events handed to a consumer', registers });
   const expired = new Counter({ name: `${p}events_expired_total`, help: 'Events whose deadline passed or Context ended while queued', registers });
   const dropped = new Counter({ name: `${p}events_dropped_total`, help: 'Events dropped, by reason', labelNames: ['reason'], registers });
-  const duration = new Histogram({
+  const duration = new FastHistogram({
     name: `${p}handler_duration_seconds`,
     help: 'Handler run time',
-    labelNames: ['handler', 'runtime', 'outcome'],
     buckets: options.buckets ?? DEFAULT_BUCKETS,
     registers,
   });
@@ -64,7 +64,7 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
   /** Subscription id → seconds the last event delivered from it had waited. */
   const lag = new Map<number, number>();
   /** Labelled children per (subscription, runtime, outcome, version): label hashing once, not per event. */
-  const children = new Map<string, { duration: { observe(v: number): void }; version: { inc(): void } | undefined }>();
+  const children = new Map<number, Map<string | null, { duration: { observe(v: number): void }; version: { inc(): void } | undefined }>>();
   const subName = new Map<number, string>();
   const label = (s: { id: number; name: string | null; pattern: string }) => s.name ?? `${s.pattern}#${s.id}`;
   const handlerOf = (r: LifecycleRecord) => r.name ?? subName.get(r.subscription) ?? `#${r.subscription}`;
@@ -122,16 +122,20 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
       dropped.inc({ reason: r.reason ?? 'unknown' }, r.count);
     },
     handlerEnd(r) {
-      const key = `${r.subscription}\u0000${r.origin}\u0000${r.reason}\u0000${r.detail}`;
-      let c = children.get(key);
+      // One map per subscription, keyed by outcome (and module version for WASM): no label
+      // hashing or string building per event once a combination was seen.
+      let perSub = children.get(r.subscription);
+      if (perSub === undefined) children.set(r.subscription, (perSub = new Map()));
+      const key = r.origin === 'js' ? r.reason : `${r.reason}\u0000${r.detail}`;
+      let c = perSub.get(key);
       if (c === undefined) {
         const runtime = r.origin === 'js' ? 'js' : 'wasm';
         const outcome = r.reason ?? 'unknown';
         c = {
-          duration: duration.labels({ handler: handlerOf(r), runtime, outcome }),
+          duration: duration.child({ handler: handlerOf(r), runtime, outcome }),
           version: runtime === 'wasm' ? perVersion.labels({ deployment: r.name ?? '', version: r.detail ?? '', outcome }) : undefined,
         };
-        if (children.size < MAX_CHILDREN) children.set(key, c);
+        if (perSub.size < MAX_CHILDREN) perSub.set(key, c);
       }
       c.duration.observe(r.durationUs / 1e6);
       c.version?.inc();
