@@ -135,6 +135,7 @@ export class Subscription implements Disposable {
         // async handler's pump would otherwise sit in a JS array, outside the bounded queue.
         const room = this.#sawSync && !this.#sawAsync ? batchSize : Math.min(batchSize, concurrency - this.#inflight);
         let text: string | null;
+        this.#opts.observe?.tap?.gap();
         try {
           text = this.#native.take(room);
         } catch (e) {

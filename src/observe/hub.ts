@@ -110,6 +110,17 @@ export class ObserverHub {
   #countHandlers = false;
   #jsStarted = 0;
   #jsEnded = 0;
+  /**
+   * The clock reading at the end of the last handler run, while the next run can start from it:
+   * within one synchronous stretch with nothing else in between (the subscription calls `gap()`
+   * before it takes a batch; a microtask ends the stretch).
+   */
+  #lastEnd = -1;
+  #gapQueued = false;
+  readonly #gap = (): void => {
+    this.#gapQueued = false;
+    this.#lastEnd = -1;
+  };
   readonly #stats: ObserverStats = {
     observers: 0,
     records: 0,
@@ -233,6 +244,9 @@ export class ObserverHub {
   readonly #tap: HandlerTap = {
     // The clock is read only when a record or an audit will carry the time: reading it can cost
     // more than a small handler on a virtual machine.
+    gap: () => {
+      this.#lastEnd = -1;
+    },
     start: (sub, name, event) => {
       if (this.#countHandlers) this.#jsStarted++;
       const s = this.#startMode;
@@ -240,7 +254,9 @@ export class ObserverHub {
       const wantStart = s === 1 || (s === 2 && this.#traced(event));
       const wantEnd = e === 1 || (e === 2 && this.#traced(event)) || this.#auditors.length > 0;
       if (!wantStart && !wantEnd) return -1;
-      const t0 = performance.now();
+      // Back-to-back handler runs share a clock read: one run's end is the next one's start.
+      const t0 = this.#lastEnd >= 0 ? this.#lastEnd : performance.now();
+      this.#lastEnd = -1;
       if (wantStart) this.#pushLocal('handlerStart', sub, name, event, t0, 0, null);
       return t0;
     },
@@ -248,6 +264,11 @@ export class ObserverHub {
       if (this.#countHandlers) this.#jsEnded++;
       if (t0 < 0) return undefined;
       const t1 = performance.now();
+      this.#lastEnd = t1;
+      if (!this.#gapQueued) {
+        this.#gapQueued = true;
+        queueMicrotask(this.#gap);
+      }
       const durationUs = Math.round((t1 - t0) * 1000);
       const m = this.#endMode;
       if (m === 1 || (m === 2 && this.#traced(event))) this.#pushLocal('handlerEnd', sub, name, event, t1, durationUs, error ? 'error' : 'ack');

@@ -76,7 +76,9 @@ export interface ObservedBus {
 
 /** A JS handler's run as the subscription reports it to the observers. */
 export interface HandlerTap {
-  /** Returns a start time (performance.now() ms) to hand back to `end`. */
+  /** The subscription is about to do something else than run handlers (take a batch). */
+  gap(): void;
+  /** Returns a start time (performance.now() ms) to hand back to `end`, or -1 when untimed. */
   start(sub: number, name: string | null, event: SluiceEvent): number;
   /** `undefined` when nothing holds the acknowledgement; else resolves once audits are durable. */
   end(sub: number, name: string | null, event: SluiceEvent, t0: number, error: boolean): Promise<void> | undefined;
