@@ -31,6 +31,8 @@ export declare class NativeBus {
   subscribe(pattern: string, init: SubscribeInit): NativeSubscription
   /** Bus and per-subscription counters as JSON. */
   stats(): string
+  /** Re-publishes up to `limit` dead letters kept for `topic` (see docs/delivery.md). */
+  replay(topic: string, filter?: string | undefined | null, limit?: number | undefined | null, ctx?: NativeContext | undefined | null): NativeReplay
   /** Stop accepting publishes; queued events stay for consumers. */
   close(): void
   /**
@@ -122,6 +124,16 @@ export declare class NativeRecorder {
 }
 
 /**
+ * What `replay` did: how many dead letters it re-published, and the wait if a `block` queue
+ * was full.
+ */
+export declare class NativeReplay {
+  get count(): number
+  /** The pending wait, once (`null` if none or already taken). */
+  takePending(): NativePending | null
+}
+
+/**
  * One subscription's queue, consumed from JS in batches: the core wakes JS once (a non-blocking
  * threadsafe call, coalesced while JS is draining) and JS pulls with `take`.
  *
@@ -136,9 +148,22 @@ export declare class NativeSubscription {
   keepAlive(on: boolean): void
   /** Takes up to `max` events as one JSON batch (see core `codec`), or `null` when empty. */
   take(max: number): string | null
-  /** The consumer is going idle; `true` means events arrived meanwhile (keep draining). */
+  /**
+   * Takes up to `max` deliveries for a handler as one JSON batch (see core `codec`:
+   * redeliveries carry `attempt`, and a third list holds the tags to settle), or `null`.
+   */
+  takeDeliveries(max: number): string | null
+  /**
+   * Settles a batch of deliveries: `acks` are tags handled; `fail_tags[i]` ended with
+   * outcome `fail_codes[i]` (1 retry, 2 reject, 3 fail) for `fail_reasons[i]`. Untracked
+   * subscriptions send only failures, with tag 0.
+   */
+  settle(acks: Float64Array, failTags: Float64Array, failCodes: Uint8Array, failReasons: Array<string>): void
+  /** The consumer is going idle; `true` means work arrived meanwhile (keep draining). */
   arm(): boolean
+  /** Queued plus in flight (taken, not settled: running, waiting to retry, held by key). */
   get depth(): number
+  /** `n` handlers of taken (untracked) events failed: counted failed and discarded. */
   reportFailed(n: number): void
   /** Events taken but never handed to a handler (closed mid-batch). */
   returnUndelivered(n: number): void
@@ -158,6 +183,20 @@ export interface BusInit {
   source?: string
 }
 
+export interface DeliveryInit {
+  guarantee?: string
+  maxAttempts?: number
+  backoff?: string
+  initialMs?: number
+  maxMs?: number
+  jitter?: number
+  deadLetter?: string
+  ordering?: string
+  key?: string
+  dedupeWindowMs?: number
+  dedupeSize?: number
+}
+
 export interface DeployInit {
   topics: Array<string>
   emits?: Array<string>
@@ -168,6 +207,7 @@ export interface DeployInit {
   config?: Uint8Array
   capacity?: number
   overflow?: string
+  delivery?: DeliveryInit
 }
 
 /** Optional CloudEvents attributes of one publish. */
@@ -192,6 +232,7 @@ export interface SubscribeInit {
   /** Declarative filter chain, JSON. */
   filter?: string
   name?: string
+  delivery?: DeliveryInit
 }
 
 /** `tryPublishBatch` of one interned topic: `json` is the array of the events' data. */

@@ -21,6 +21,7 @@ import { loadObservers } from './observe/load.js';
 import type { HandlerTap, Observer } from './observe/observer.js';
 import { diagnoseBus, type DiagnoseOptions, type Diagnosis } from './observe/diagnose.js';
 import { traceBus, type TraceOptions, type TraceSummary } from './observe/trace.js';
+import { deliveryInit } from './delivery.js';
 import type {
   BusStats,
   CloseOptions,
@@ -30,6 +31,7 @@ import type {
   Handler,
   Overflow,
   PublishOptions,
+  ReplayOptions,
   SluiceEvent,
   StreamOptions,
   SubscribeOptions,
@@ -184,6 +186,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
         overflow: options.overflow,
         filter: declarative(options.filter),
         name: options.name,
+        delivery: deliveryInit(options),
       }),
     );
     const sub = new Subscription(
@@ -339,6 +342,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
           ? cfg
           : Buffer.from(typeof cfg === 'string' ? cfg : JSON.stringify(cfg));
     const limits = options.limits ?? {};
+    const delivery = deliveryInit(options);
     try {
       const native = await this.#native.deploy(name, bytes, {
         topics: options.topics,
@@ -350,6 +354,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
         config,
         capacity: options.capacity,
         overflow: options.overflow,
+        delivery,
       });
       const dep = new Deployment(native);
       this.#deployments.add(dep);
@@ -357,6 +362,26 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     } catch (e) {
       throw fromNative(e);
     }
+  }
+
+  /**
+   * Publishes again the dead letters this bus kept for `deadLetterTopic` (the newest 1000 per
+   * topic, in memory), oldest first, optionally only those whose original event passes `filter`
+   * and at most `limit`. Each goes out once, with its original id, type and data. Resolves with
+   * how many were re-published, after every queue took them (waits like `publishBatch`).
+   */
+  async replay(deadLetterTopic: string, options: ReplayOptions = {}): Promise<number> {
+    const ctx = options.ctx;
+    if (options.limit !== undefined && (!Number.isInteger(options.limit) || options.limit < 0)) {
+      throw new InvalidArgument(`limit must be a whole number >= 0, got ${options.limit}`);
+    }
+    const replay = this.#call(() =>
+      this.#native.replay(deadLetterTopic, declarative(options.filter), options.limit, ctx?.native),
+    );
+    if (ctx) rememberContext(ctx);
+    const pending = replay.takePending();
+    if (pending) await this.#wait(pending, ctx);
+    return replay.count;
   }
 
   /** Counters for the bus and each subscription. */

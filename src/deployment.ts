@@ -1,6 +1,6 @@
 import type { NativeDeployment } from './native.js';
 import { fromNative } from './errors.js';
-import type { SubscriptionStats } from './types.js';
+import type { DeliveryOptions, SubscriptionStats } from './types.js';
 
 export interface DeployLimits {
   /** Linear memory ceiling per instance (default 16 MiB). */
@@ -11,7 +11,9 @@ export interface DeployLimits {
   fuel?: number;
 }
 
-export interface DeployOptions {
+/** Delivery settings apply to each topic subscription of the deployment: guest status 1 asks for a
+ * retry, 2 rejects to the dead letter, a trap or an exceeded limit fails (retried per `retry`). */
+export interface DeployOptions extends DeliveryOptions {
   /** Topics or patterns the handler consumes. */
   topics: string[];
   /** Topics the handler may emit (`fraud.*`, `fraud.>`); others are refused and counted. */

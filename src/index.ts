@@ -22,6 +22,8 @@ export {
 export type {
   BusStats,
   CloseOptions,
+  DeliveryGuarantee,
+  DeliveryOptions,
   EventFor,
   EventMap,
   Filter,
@@ -30,6 +32,8 @@ export type {
   Overflow,
   PublishOptions,
   QueueOptions,
+  ReplayOptions,
+  RetryOptions,
   SluiceEvent,
   StreamOptions,
   SubscribeOptions,

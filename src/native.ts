@@ -5,6 +5,7 @@ export {
   NativeDeployment,
   NativePending,
   NativeRecorder,
+  NativeReplay,
   NativeSubscription,
   publishBatchTo,
   publishBytesTo,
@@ -13,4 +14,4 @@ export {
   tryPublishBytesTo,
   tryPublishTo,
 } from '../index.js';
-export type { BusInit, PublishAttrs, SubscribeInit } from '../index.js';
+export type { BusInit, DeliveryInit, PublishAttrs, SubscribeInit } from '../index.js';

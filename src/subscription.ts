@@ -16,9 +16,21 @@ export interface DeliveryOptions<Ev> {
   observe?: { tap: HandlerTap | undefined };
 }
 
+/** Outcome codes of the core's settle API (crates/core/src/delivery/outcome.rs). */
+const FAIL = 3;
+/** Longest failure reason sent to the core (it ends up in dead-letter envelopes). */
+const MAX_REASON = 1024;
+
+function reasonOf(e: unknown): string {
+  const text = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  return text.length > MAX_REASON ? text.slice(0, MAX_REASON) : text;
+}
+
 /**
  * A JS handler's side of a subscription. The core wakes the JS thread once per batch; the pump
- * takes a batch, runs handlers up to `concurrency` at once, and reports failures back in bulk.
+ * takes a batch, runs handlers up to `concurrency` at once, and settles them back in bulk: a
+ * handler that returns (or resolves) acks its event, one that throws (or rejects) fails it, and
+ * the core applies the subscription's retry / dead-letter settings.
  * While handlers are async it takes only as many events as it can start, so the bounded queue in
  * the core, not a JS array, holds the backlog.
  */
@@ -29,6 +41,7 @@ export class Subscription implements Disposable {
   readonly #onClose: (sub: Subscription) => void;
   #events: SluiceEvent[] = [];
   #contexts: (Context | undefined)[] | undefined;
+  #tags: number[] | undefined;
   #next = 0;
   #inflight = 0;
   #sawAsync = false;
@@ -36,8 +49,12 @@ export class Subscription implements Disposable {
   #pumping = false;
   #refillQueued = false;
   #closed = false;
-  #failed = 0;
   #filtered = 0;
+  /** Verdicts not yet sent to the core: tags acked; tags failed with their code and reason. */
+  #acks: number[] = [];
+  #failTags: number[] = [];
+  #failCodes: number[] = [];
+  #failReasons: string[] = [];
   #idleWaiters: (() => void)[] = [];
   #id: number | undefined;
 
@@ -128,16 +145,18 @@ export class Subscription implements Disposable {
       for (;;) {
         while (this.#next < this.#events.length && this.#inflight < concurrency && !this.#closed) {
           const i = this.#next++;
-          this.#run(this.#events[i]!, this.#contexts?.[i]);
+          this.#run(this.#events[i]!, this.#contexts?.[i], this.#tags?.[i] ?? 0);
         }
         if (this.#closed || this.#inflight >= concurrency) break;
+        // Verdicts go back before the next take: an ack may release the next event of a key.
+        this.#flushCounts();
         // Take whole batches only once handlers have proved synchronous: events handed to an
         // async handler's pump would otherwise sit in a JS array, outside the bounded queue.
         const room = this.#sawSync && !this.#sawAsync ? batchSize : Math.min(batchSize, concurrency - this.#inflight);
         let text: string | null;
         this.#opts.observe?.tap?.gap();
         try {
-          text = this.#native.take(room);
+          text = this.#native.takeDeliveries(room);
         } catch (e) {
           // Runs on a wake-up with no caller to throw to: report it and stop this round.
           process.emitWarning(fromNative(e));
@@ -150,6 +169,7 @@ export class Subscription implements Disposable {
         const batch = decodeBatch(text);
         this.#events = batch.events;
         this.#contexts = batch.contexts;
+        this.#tags = batch.tags;
         this.#next = 0;
       }
     } finally {
@@ -159,39 +179,44 @@ export class Subscription implements Disposable {
     }
   }
 
-  #run(event: SluiceEvent, ctx: Context | undefined): void {
+  #run(event: SluiceEvent, ctx: Context | undefined, tag: number): void {
     const filter = this.#opts.filter;
     if (filter) {
       let keep: boolean;
       try {
         keep = filter(event);
       } catch (e) {
-        this.#fail(e, event);
+        this.#fail(e, event, tag);
         return;
       }
       if (!keep) {
         this.#filtered++;
+        this.#ack(tag);
         return;
       }
     }
     const tap = this.#opts.observe?.tap;
-    if (tap) return this.#runObserved(tap, event, ctx);
+    if (tap) return this.#runObserved(tap, event, ctx, tag);
     let result: unknown;
     try {
       result = this.#handler(event, ctx ?? Context.background());
     } catch (e) {
-      this.#fail(e, event);
+      this.#fail(e, event, tag);
       return;
     }
     if (result === null || typeof result !== 'object' || typeof (result as PromiseLike<unknown>).then !== 'function') {
       this.#sawSync = true;
+      this.#ack(tag);
     } else {
       this.#sawAsync = true;
       this.#inflight++;
       (result as PromiseLike<unknown>).then(
-        () => this.#done(),
+        () => {
+          this.#ack(tag);
+          this.#done();
+        },
         (e: unknown) => {
-          this.#fail(e, event);
+          this.#fail(e, event, tag);
           this.#done();
         },
       );
@@ -202,7 +227,7 @@ export class Subscription implements Disposable {
    * `#run` with observers: the run is timed, and the event counts as handled (its slot freed,
    * the bus's drain released) only once every audit sink has durably written it.
    */
-  #runObserved(tap: HandlerTap, event: SluiceEvent, ctx: Context | undefined): void {
+  #runObserved(tap: HandlerTap, event: SluiceEvent, ctx: Context | undefined, tag: number): void {
     const name = this.#opts.name ?? null;
     // The id once per subscription: reading it through the native getter costs an N-API call.
     const id = (this.#id ??= this.#native.id);
@@ -211,36 +236,48 @@ export class Subscription implements Disposable {
     try {
       result = this.#handler(event, ctx ?? Context.background());
     } catch (e) {
-      this.#fail(e, event);
-      this.#hold(tap.end(id, name, event, t0, true));
+      this.#fail(e, event, tag);
+      this.#hold(tap.end(id, name, event, t0, true), 0);
       return;
     }
     if (result === null || typeof result !== 'object' || typeof (result as PromiseLike<unknown>).then !== 'function') {
       this.#sawSync = true;
-      this.#hold(tap.end(id, name, event, t0, false));
+      this.#hold(tap.end(id, name, event, t0, false), tag);
     } else {
       this.#sawAsync = true;
       this.#inflight++;
       const finish = (error: boolean) => {
         const audited = tap.end(id, name, event, t0, error);
-        if (audited) audited.then(() => this.#done());
-        else this.#done();
+        const handled = () => {
+          if (!error) this.#ack(tag);
+          this.#done();
+        };
+        if (audited) audited.then(handled);
+        else handled();
       };
       (result as PromiseLike<unknown>).then(
         () => finish(false),
         (e: unknown) => {
-          this.#fail(e, event);
+          this.#fail(e, event, tag);
           finish(true);
         },
       );
     }
   }
 
-  /** Keeps a handled event's slot until its audit write is durable. */
-  #hold(audited: Promise<void> | undefined): void {
-    if (!audited) return;
+  /** Keeps a handled event's slot (and its ack, if `tag` is set) until its audit write is durable. */
+  #hold(audited: Promise<void> | undefined, tag: number): void {
+    if (!audited) return this.#ack(tag);
     this.#inflight++;
-    audited.then(() => this.#done());
+    audited.then(() => {
+      this.#ack(tag);
+      this.#done();
+    });
+  }
+
+  /** Untracked deliveries (tag 0) were counted acked when taken: nothing to send. */
+  #ack(tag: number): void {
+    if (tag !== 0) this.#acks.push(tag);
   }
 
   #done(): void {
@@ -258,8 +295,10 @@ export class Subscription implements Disposable {
     this.#pump();
   };
 
-  #fail(error: unknown, event: SluiceEvent): void {
-    this.#failed++;
+  #fail(error: unknown, event: SluiceEvent, tag: number): void {
+    this.#failTags.push(tag);
+    this.#failCodes.push(FAIL);
+    this.#failReasons.push(reasonOf(error));
     const onError = this.#opts.onError;
     if (!onError) return;
     try {
@@ -269,15 +308,26 @@ export class Subscription implements Disposable {
     }
   }
 
-  /** @internal reports counts gathered on the JS side (failures, JS-filtered) to the core. */
+  /** @internal sends verdicts and counts gathered on the JS side (acks, failures, JS-filtered) to the core. */
   flush(): void {
     this.#flushCounts();
   }
 
   #flushCounts(): void {
-    if (this.#failed) {
-      this.#native.reportFailed(this.#failed);
-      this.#failed = 0;
+    if (this.#acks.length > 0 || this.#failTags.length > 0) {
+      const acks = Float64Array.from(this.#acks);
+      const failTags = Float64Array.from(this.#failTags);
+      const failCodes = Uint8Array.from(this.#failCodes);
+      const failReasons = this.#failReasons;
+      this.#acks = [];
+      this.#failTags = [];
+      this.#failCodes = [];
+      this.#failReasons = [];
+      try {
+        this.#native.settle(acks, failTags, failCodes, failReasons);
+      } catch (e) {
+        process.emitWarning(fromNative(e));
+      }
     }
     if (this.#filtered) {
       this.#native.reportFiltered(this.#filtered);

@@ -13,6 +13,8 @@ export interface SluiceEvent<T extends string = string, D = unknown> {
   subject?: string;
   traceparent?: string;
   deadline?: number;
+  /** Which delivery this is when the event is delivered again (2 for the first retry). */
+  attempt?: number;
 }
 
 type Split<S extends string> = S extends `${infer H}.${infer R}` ? [H, ...Split<R>] : [S];
@@ -69,7 +71,41 @@ export interface QueueOptions {
   overflow?: Overflow;
 }
 
-export interface SubscribeOptions<Ev> extends QueueOptions {
+export type DeliveryGuarantee = 'at-most-once' | 'at-least-once';
+
+export interface RetryOptions {
+  /** Deliveries in all, the first included (1 … 1000; > 1 needs 'at-least-once'). Default 1. */
+  maxAttempts?: number;
+  /** 'exponential' doubles from `initialMs` up to `maxMs`; 'fixed' waits `initialMs`. */
+  backoff?: 'exponential' | 'fixed';
+  /** Default 100. */
+  initialMs?: number;
+  /** Cap of the exponential delay (default 30 000). */
+  maxMs?: number;
+  /** 0 … 1: each delay is drawn from [d·(1−jitter), d]. Default 0. */
+  jitter?: number;
+}
+
+/**
+ * What happens to an event after its handler: retries with backoff, a dead-letter topic, per-key
+ * ordering, a dedupe window. See docs/delivery.md.
+ */
+export interface DeliveryOptions {
+  /** 'at-most-once' (default): a failure is final. 'at-least-once': retried per `retry`. */
+  deliveryGuarantee?: DeliveryGuarantee;
+  retry?: RetryOptions;
+  /** Topic that receives `{ reason, attempts, subscription, deadLetteredAt, event }` for each
+   * event given up on; without it such events are counted `discarded`. */
+  deadLetter?: string;
+  /** 'per-key': one event per key at a time; later events of a key wait behind a retrying one. */
+  ordering?: 'none' | 'per-key';
+  /** The ordering key: 'subject', 'id', 'type' or 'data.<field>[.<field>…]'. */
+  key?: string;
+  /** Suppress events whose id was seen within the window (counted `duplicatesSuppressed`). */
+  dedupe?: { windowMs?: number; size?: number };
+}
+
+export interface SubscribeOptions<Ev> extends QueueOptions, DeliveryOptions {
   /** Handlers running at once (default 1: events are handled in order). */
   concurrency?: number;
   /** A JS predicate (runs on the JS thread) or declarative filters (run in the core). */
@@ -87,6 +123,15 @@ export interface StreamOptions extends QueueOptions {
   name?: string;
   filter?: Filter | Filter[];
   batchSize?: number;
+}
+
+export interface ReplayOptions {
+  /** Declarative filters over the original events (default: all). */
+  filter?: Filter | Filter[];
+  /** At most this many, oldest first (default: all kept). */
+  limit?: number;
+  /** Bounds waits for queue space and is the replayed events' Context. */
+  ctx?: Context;
 }
 
 export interface PublishOptions {
@@ -121,6 +166,18 @@ export interface SubscriptionStats {
   blockedPublishers: number;
   /** How long publishers have found this `block` queue full (ms); 0 when none is blocked. */
   blockedForMs: number;
+  deliveryGuarantee: DeliveryGuarantee;
+  acked: number;
+  /** Redeliveries scheduled. */
+  retried: number;
+  deadLettered: number;
+  /** Given up with no dead-letter topic. */
+  discarded: number;
+  duplicatesSuppressed: number;
+  /** Taken and not settled yet (running, waiting to retry, held behind their key). */
+  inFlight: number;
+  retrying: number;
+  held: number;
 }
 
 export interface BusStats {
@@ -133,6 +190,13 @@ export interface BusStats {
   expired: number;
   failed: number;
   filtered: number;
+  acked: number;
+  retried: number;
+  deadLettered: number;
+  discarded: number;
+  duplicatesSuppressed: number;
+  /** Dead letters kept in memory for `bus.replay`. */
+  deadLetters: { retained: number; evicted: number; replayed: number };
   subscriptions: SubscriptionStats[];
   /** Running WASM deployments of this bus, each with its own counters and queues. */
   deployments?: import('./deployment.js').DeploymentInfo[];

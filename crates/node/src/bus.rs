@@ -1,4 +1,5 @@
 use crate::context::NativeContext;
+use crate::delivery::{delivery_options, DeliveryInit};
 use crate::deployment::DeployTask;
 use crate::guard::guard;
 use crate::pending::{NativePending, Waiting};
@@ -24,6 +25,7 @@ pub struct SubscribeInit {
     /// Declarative filter chain, JSON.
     pub filter: Option<String>,
     pub name: Option<String>,
+    pub delivery: Option<DeliveryInit>,
 }
 
 #[napi(object)]
@@ -37,6 +39,7 @@ pub struct DeployInit {
     pub config: Option<Uint8Array>,
     pub capacity: Option<f64>,
     pub overflow: Option<String>,
+    pub delivery: Option<DeliveryInit>,
 }
 
 /// A whole non-negative number from JS, or a typed error naming the option.
@@ -65,6 +68,7 @@ fn deploy_spec(init: DeployInit, bus: &Bus) -> sluice_core::Result<DeploySpec> {
         topics: init.topics,
         capacity: Some(capacity(init.capacity, bus.defaults().capacity)?),
         overflow: init.overflow.as_deref().map(Overflow::parse).transpose()?,
+        delivery: delivery_options(init.delivery)?,
         sandbox,
     })
 }
@@ -212,6 +216,7 @@ impl NativeBus {
             }
             opts.filter = init.filter.as_deref().map(FilterChain::parse).transpose()?;
             opts.name = init.name;
+            opts.delivery = delivery_options(init.delivery)?;
             let sub = self.inner.subscribe(&pattern, opts)?;
             Ok(NativeSubscription::new(sub, self.inner.clone()))
         })
@@ -221,6 +226,27 @@ impl NativeBus {
     #[napi]
     pub fn stats(&self) -> napi::Result<String> {
         guard(|| serde_json::to_string(&self.inner.stats()).map_err(|e| sluice_core::Error::invalid(e.to_string())))
+    }
+
+    /// Re-publishes up to `limit` dead letters kept for `topic` (see docs/delivery.md).
+    #[napi]
+    pub fn replay(
+        &self,
+        topic: String,
+        filter: Option<String>,
+        limit: Option<f64>,
+        ctx: Option<&NativeContext>,
+    ) -> napi::Result<NativeReplay> {
+        guard(|| {
+            let filter = filter.as_deref().map(FilterChain::parse).transpose()?;
+            let limit = match limit {
+                None => usize::MAX,
+                Some(l) => whole(l, "limit")? as usize,
+            };
+            let (count, pending) = self.inner.replay(&topic, filter.as_ref(), limit, ctx.map(|c| &c.inner))?;
+            let pending = pending.map(|b| NativePending::new(Waiting::Batch(b, self.inner.clone())));
+            Ok(NativeReplay { count: count as u32, pending: std::sync::Mutex::new(pending) })
+        })
     }
 
     /// Stop accepting publishes; queued events stay for consumers.
@@ -275,6 +301,28 @@ impl NativeBus {
     #[napi]
     pub fn intern_topic(&self, topic: String) -> napi::Result<Option<u32>> {
         guard(|| self.inner.intern_topic(&topic))
+    }
+}
+
+/// What `replay` did: how many dead letters it re-published, and the wait if a `block` queue
+/// was full.
+#[napi]
+pub struct NativeReplay {
+    count: u32,
+    pending: std::sync::Mutex<Option<NativePending>>,
+}
+
+#[napi]
+impl NativeReplay {
+    #[napi(getter)]
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The pending wait, once (`null` if none or already taken).
+    #[napi]
+    pub fn take_pending(&self) -> Option<NativePending> {
+        self.pending.lock().ok().and_then(|mut p| p.take())
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod bus;
 mod context;
+mod delivery;
 mod deployment;
 mod guard;
 mod observe;
@@ -13,7 +14,9 @@ mod subscription;
 pub use bus::{
     publish_batch_to, publish_bytes_to, publish_to, try_publish_batch_to, try_publish_bytes_to, try_publish_to, NativeBus,
 };
+pub use bus::NativeReplay;
 pub use context::NativeContext;
+pub use delivery::DeliveryInit;
 pub use deployment::NativeDeployment;
 pub use observe::NativeRecorder;
 pub use pending::NativePending;

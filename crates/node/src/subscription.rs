@@ -1,10 +1,10 @@
 use crate::guard::guard;
-use napi::bindgen_prelude::Function;
+use napi::bindgen_prelude::{Float64Array, Function, Uint8Array};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
-use sluice_core::codec::encode_js_batch;
-use sluice_core::{Bus, Error, ErrorKind, Event, Subscription};
+use sluice_core::codec::{encode_js_batch, encode_js_deliveries};
+use sluice_core::{Bus, Delivered, Error, ErrorKind, Event, Outcome, Subscription};
 use std::sync::{Arc, Mutex};
 
 type Wake = ThreadsafeFunction<(), (), (), Status, false>;
@@ -19,12 +19,19 @@ pub struct NativeSubscription {
     sub: Arc<Subscription>,
     bus: Arc<Bus>,
     scratch: Mutex<Vec<Arc<Event>>>,
+    deliveries: Mutex<Vec<Delivered>>,
     wake: Arc<Mutex<Option<Wake>>>,
 }
 
 impl NativeSubscription {
     pub(crate) fn new(sub: Arc<Subscription>, bus: Arc<Bus>) -> Self {
-        NativeSubscription { sub, bus, scratch: Mutex::new(Vec::new()), wake: Arc::new(Mutex::new(None)) }
+        NativeSubscription {
+            sub,
+            bus,
+            scratch: Mutex::new(Vec::new()),
+            deliveries: Mutex::new(Vec::new()),
+            wake: Arc::new(Mutex::new(None)),
+        }
     }
 }
 
@@ -84,26 +91,66 @@ impl NativeSubscription {
         })
     }
 
-    /// The consumer is going idle; `true` means events arrived meanwhile (keep draining).
+    /// Takes up to `max` deliveries for a handler as one JSON batch (see core `codec`:
+    /// redeliveries carry `attempt`, and a third list holds the tags to settle), or `null`.
+    #[napi]
+    pub fn take_deliveries(&self, max: u32) -> napi::Result<Option<String>> {
+        guard(|| {
+            let mut got = self.deliveries.lock().map_err(|_| Error::invalid("subscription poisoned"))?;
+            got.clear();
+            if self.sub.take_deliveries(max.max(1) as usize, &mut got) == 0 {
+                return Ok(None);
+            }
+            let mut out = Vec::with_capacity(got.len() * 160);
+            encode_js_deliveries(self.sub.origin(), &got, &mut out);
+            got.clear();
+            String::from_utf8(out).map(Some).map_err(|_| Error::new(ErrorKind::Encode, "event data is not UTF-8 JSON"))
+        })
+    }
+
+    /// Settles a batch of deliveries: `acks` are tags handled; `fail_tags[i]` ended with
+    /// outcome `fail_codes[i]` (1 retry, 2 reject, 3 fail) for `fail_reasons[i]`. Untracked
+    /// subscriptions send only failures, with tag 0.
+    #[napi]
+    pub fn settle(
+        &self,
+        acks: Float64Array,
+        fail_tags: Float64Array,
+        fail_codes: Uint8Array,
+        fail_reasons: Vec<String>,
+    ) -> napi::Result<()> {
+        guard(|| {
+            if fail_tags.len() != fail_codes.len() || fail_tags.len() != fail_reasons.len() {
+                return Err(Error::invalid("settle: failure lists differ in length"));
+            }
+            for tag in acks.iter() {
+                self.sub.settle(&self.bus, *tag as u64, Outcome::Ack);
+            }
+            for ((tag, code), reason) in fail_tags.iter().zip(fail_codes.iter()).zip(fail_reasons) {
+                let outcome = Outcome::from_code(*code, reason)
+                    .ok_or_else(|| Error::invalid(format!("settle: unknown outcome code {code}")))?;
+                self.sub.settle(&self.bus, *tag as u64, outcome);
+            }
+            Ok(())
+        })
+    }
+
+    /// The consumer is going idle; `true` means work arrived meanwhile (keep draining).
     #[napi]
     pub fn arm(&self) -> bool {
-        self.sub.queue().arm()
+        self.sub.arm()
     }
 
+    /// Queued plus in flight (taken, not settled: running, waiting to retry, held by key).
     #[napi(getter)]
     pub fn depth(&self) -> u32 {
-        self.sub.queue().len() as u32
-    }
-
-    #[napi]
-    pub fn report_failed(&self, n: u32) {
-        self.sub.queue().count_failed(n as u64);
+        (self.sub.queue().len() as u64 + self.sub.in_flight()) as u32
     }
 
     /// Events taken but never handed to a handler (closed mid-batch).
     #[napi]
     pub fn return_undelivered(&self, n: u32) {
-        self.sub.queue().return_undelivered(n as u64);
+        self.sub.return_undelivered(n as u64);
     }
 
     #[napi]

@@ -11,7 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use serde::Serialize;
-use sluice_core::{Bus, Overflow, SubscribeOptions, Subscription, SubscriptionStats};
+use sluice_core::{Bus, DeliveryOptions, Overflow, SubscribeOptions, Subscription, SubscriptionStats};
 
 use crate::dispatch::{worker_loop, Wakeup};
 use crate::error::SandboxError;
@@ -59,6 +59,8 @@ pub struct DeploySpec {
     /// Queue of each topic subscription (defaults: the bus's).
     pub capacity: Option<usize>,
     pub overflow: Option<Overflow>,
+    /// Retries, dead letter, ordering, dedupe of each topic subscription (see `sluice_core::delivery`).
+    pub delivery: DeliveryOptions,
     pub sandbox: SandboxOptions,
 }
 
@@ -165,6 +167,7 @@ impl Deployment {
             opts.overflow = o;
         }
         opts.name = Some(format!("deployment:{name}"));
+        opts.delivery = spec.delivery.clone();
         let shared = Arc::new(Shared {
             name: name.into(),
             stop: AtomicBool::new(false),

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use sluice_core::{Bus, Context, Delivery, Encoding, Event, EventId, EventInit, Subscription};
+use sluice_core::{Bus, Context, Delivered, Delivery, Encoding, Event, EventId, EventInit, Subscription};
 
 use crate::deployment::Shared;
 use crate::envelope::Envelope;
 use crate::host::Emit;
 use crate::pool::{Outcome, Sandbox};
 use crate::record;
+use sluice_core::Outcome as Settle;
 
 /// Events taken per queue visit. Small enough that a second worker gets work quickly.
 const BATCH: usize = 32;
@@ -53,7 +54,7 @@ impl Wakeup {
         let me = thread::current();
         self.parked.lock().unwrap().push(me.clone());
         self.count.fetch_add(1, Ordering::SeqCst);
-        let pending = subs.iter().fold(false, |any, s| s.queue().arm() | any);
+        let pending = subs.iter().fold(false, |any, s| s.arm() | any);
         if !pending && !shared.stop.load(Ordering::SeqCst) {
             thread::park_timeout(PARK);
         }
@@ -63,21 +64,21 @@ impl Wakeup {
 }
 
 pub(crate) fn worker_loop(bus: &Bus, sandbox: &Sandbox, subs: &[Arc<Subscription>], shared: &Shared) {
-    let mut batch: Vec<Arc<Event>> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
     let mut id = String::new();
     let mut idle_since: Option<Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let mut got = 0;
         for sub in subs {
             batch.clear();
-            let n = sub.take(BATCH, &mut batch);
+            let n = sub.take_deliveries(BATCH, &mut batch);
             if n == BATCH {
                 // More than one worker's worth: share it.
                 shared.wakeup.wake_one();
             }
             got += n;
-            for ev in batch.drain(..) {
-                handle_one(bus, sandbox, sub, &ev, shared, &mut id);
+            for d in batch.drain(..) {
+                handle_one(bus, sandbox, sub, &d, shared, &mut id);
             }
         }
         if got > 0 {
@@ -104,10 +105,11 @@ fn render_id(sub: &Subscription, ev: &Event, out: &mut String) {
     }
 }
 
-fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Subscription, ev: &Arc<Event>, shared: &Shared, id: &mut String) {
+fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Arc<Subscription>, d: &Delivered, shared: &Shared, id: &mut String) {
+    let ev = &d.event;
     // Waiting behind earlier events of the batch may have outlived the event's Context.
     if ev.expired() {
-        sub.queue().return_expired(1);
+        sub.return_expired(d.tag);
         return;
     }
     render_id(sub, ev, id);
@@ -124,15 +126,24 @@ fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Subscription, ev: &Arc<Event>,
     let run = record::start(bus.recorder(), sub, ev, &shared.name, sandbox.hash());
     let result = sandbox.handle(&envelope, ev.deadline.map(|d| d.at));
     record::end(bus.recorder(), run, sub, ev, &shared.name, sandbox.hash(), &result.outcome);
-    match result.outcome {
-        Outcome::Ack => publish_emits(bus, sandbox, ev, result.emits, shared),
-        // Retry and dead-lettering arrive with delivery settings; until then the event is
-        // counted as failed on its subscription and by outcome in the deployment's info.
-        Outcome::Retry | Outcome::Reject | Outcome::Error(_) => {
-            sub.queue().count_failed(1);
-            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-        }
+    if matches!(result.outcome, Outcome::Ack) {
+        publish_emits(bus, sandbox, ev, result.emits, shared);
+    } else {
+        shared.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
+    settle(bus, sub, d.tag, result.outcome);
+}
+
+/// Turns the guest's outcome into the core's settle verdict: status 0 ack, 1 retry, 2 reject
+/// (dead letter); a trap, a limit or a bad status is a failure (retried per the policy).
+fn settle(bus: &Bus, sub: &Arc<Subscription>, tag: u64, outcome: Outcome) {
+    let verdict = match outcome {
+        Outcome::Ack => Settle::Ack,
+        Outcome::Retry => Settle::Retry("handler returned 1 (retry)".into()),
+        Outcome::Reject => Settle::Reject("handler returned 2 (reject)".into()),
+        Outcome::Error(e) => Settle::Fail(e.to_string()),
+    };
+    sub.settle(bus, tag, verdict);
 }
 
 /// Publishes a handler's emits as children of `parent`: same Context (so the deadline flows

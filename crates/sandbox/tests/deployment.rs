@@ -24,6 +24,7 @@ fn spec(topics: &[&str], emits: &[&str], concurrency: usize) -> DeploySpec {
         topics: topics.iter().map(|s| s.to_string()).collect(),
         capacity: None,
         overflow: None,
+        delivery: Default::default(),
         sandbox: SandboxOptions {
             limits: Limits { timeout_ms: 50, ..Limits::default() },
             emits: emits.iter().map(|s| s.to_string()).collect(),

@@ -36,7 +36,7 @@ pub(crate) mod state;
 pub(crate) mod timer;
 
 pub use dead_letter::{DeadLetterStats, RETAINED_PER_TOPIC};
-pub use options::{Backoff, Dedupe, DeliveryOptions, Guarantee, KeyOrdering, KeyPath, RetryPolicy};
+pub use options::{Backoff, Dedupe, DeliveryOptions, DeliverySpec, Guarantee, KeyOrdering, KeyPath, RetryPolicy};
 pub use outcome::{Disposition, Outcome, SettleHook};
 pub use state::{Delivered, DeliveryStats};
 

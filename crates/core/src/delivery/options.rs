@@ -204,6 +204,78 @@ impl DeliveryOptions {
     }
 }
 
+/// Delivery settings as a binding receives them (every field optional, numbers as f64):
+/// `build` applies the defaults and the rules, so bindings only copy fields.
+#[derive(Clone, Debug, Default)]
+pub struct DeliverySpec {
+    pub guarantee: Option<String>,
+    pub max_attempts: Option<f64>,
+    pub backoff: Option<String>,
+    pub initial_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub jitter: Option<f64>,
+    pub dead_letter: Option<String>,
+    pub ordering: Option<String>,
+    pub key: Option<String>,
+    pub dedupe_window_ms: Option<f64>,
+    pub dedupe_size: Option<f64>,
+}
+
+fn whole(v: f64, what: &str) -> Result<u64> {
+    if !v.is_finite() || v < 0.0 || v.fract() != 0.0 || v > 9_007_199_254_740_991.0 {
+        return Err(Error::invalid(format!("{what} must be a whole number >= 0, got {v}")));
+    }
+    Ok(v as u64)
+}
+
+impl DeliverySpec {
+    pub fn build(self) -> Result<DeliveryOptions> {
+        let mut o = DeliveryOptions::default();
+        if let Some(g) = &self.guarantee {
+            o.guarantee = Guarantee::parse(g)?;
+        }
+        if let Some(n) = self.max_attempts {
+            o.retry.max_attempts = whole(n, "retry.maxAttempts")?.min(u32::MAX as u64) as u32;
+        }
+        if let Some(b) = &self.backoff {
+            o.retry.backoff = Backoff::parse(b)?;
+        }
+        if let Some(ms) = self.initial_ms {
+            o.retry.initial_ms = whole(ms, "retry.initialMs")?;
+            if self.max_ms.is_none() {
+                o.retry.max_ms = o.retry.max_ms.max(o.retry.initial_ms);
+            }
+        }
+        if let Some(ms) = self.max_ms {
+            o.retry.max_ms = whole(ms, "retry.maxMs")?;
+        }
+        if let Some(j) = self.jitter {
+            if !j.is_finite() {
+                return Err(Error::invalid(format!("retry.jitter must be from 0 to 1, got {j}")));
+            }
+            o.retry.jitter = j;
+        }
+        o.dead_letter = self.dead_letter;
+        o.ordering = match (self.ordering.as_deref(), self.key.as_deref()) {
+            (None | Some("none"), None) => KeyOrdering::None,
+            (Some("per-key"), Some(k)) => KeyOrdering::PerKey { path: KeyPath::parse(k)? },
+            (Some("per-key"), None) => return Err(Error::invalid("ordering 'per-key' needs a key ('data.<field>', 'subject', …)")),
+            (None | Some("none"), Some(_)) => return Err(Error::invalid("key is only used with ordering 'per-key'")),
+            (Some(other), _) => return Err(Error::invalid(format!("unknown ordering '{other}' (expected none, per-key)"))),
+        };
+        if self.dedupe_window_ms.is_some() || self.dedupe_size.is_some() {
+            let window = self.dedupe_window_ms.map(|w| whole(w, "dedupe.windowMs")).transpose()?;
+            let size = self.dedupe_size.map(|s| whole(s, "dedupe.size")).transpose()?;
+            o.dedupe = Some(Dedupe {
+                window: window.map(Duration::from_millis),
+                size: size.map_or(Dedupe::DEFAULT_SIZE, |s| s.min(usize::MAX as u64) as usize),
+            });
+        }
+        o.validate()?;
+        Ok(o)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +313,21 @@ mod tests {
         assert!(KeyPath::parse("data.").is_err());
         assert!(KeyPath::parse("nope").is_err());
         assert_eq!(KeyPath::parse("data.a.b").unwrap(), KeyPath::Data(vec!["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn spec_applies_defaults_and_rules() {
+        let o = DeliverySpec { guarantee: Some("at-least-once".into()), max_attempts: Some(4.0), initial_ms: Some(50_000.0), ..Default::default() }
+            .build()
+            .unwrap();
+        assert_eq!((o.retry.max_attempts, o.retry.initial_ms, o.retry.max_ms), (4, 50_000, 50_000));
+        let bad = |s: DeliverySpec| s.build().unwrap_err().code();
+        assert_eq!(bad(DeliverySpec { ordering: Some("per-key".into()), ..Default::default() }), "ERR_INVALID_ARG");
+        assert_eq!(bad(DeliverySpec { key: Some("data.k".into()), ..Default::default() }), "ERR_INVALID_ARG");
+        assert_eq!(bad(DeliverySpec { max_attempts: Some(1.5), ..Default::default() }), "ERR_INVALID_ARG");
+        assert_eq!(bad(DeliverySpec { dedupe_size: Some(0.0), ..Default::default() }), "ERR_INVALID_ARG");
+        assert_eq!(bad(DeliverySpec { guarantee: Some("exactly-once".into()), ..Default::default() }), "ERR_INVALID_ARG");
+        let d = DeliverySpec { dedupe_window_ms: Some(500.0), ..Default::default() }.build().unwrap();
+        assert_eq!(d.dedupe, Some(Dedupe { window: Some(Duration::from_millis(500)), size: Dedupe::DEFAULT_SIZE }));
     }
 }

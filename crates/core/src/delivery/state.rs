@@ -66,7 +66,7 @@ pub(crate) struct Counters {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryStats {
-    pub guarantee: Guarantee,
+    pub delivery_guarantee: Guarantee,
     pub acked: u64,
     /// Redeliveries scheduled (each retry of each event).
     pub retried: u64,
@@ -341,7 +341,7 @@ impl DeliveryState {
         };
         let c = &self.counters;
         DeliveryStats {
-            guarantee: self.opts.guarantee,
+            delivery_guarantee: self.opts.guarantee,
             acked: c.acked.load(Ordering::Relaxed),
             retried: c.retried.load(Ordering::Relaxed),
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
