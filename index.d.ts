@@ -163,8 +163,6 @@ export declare class NativeSubscription {
   arm(): boolean
   /** Queued plus in flight (taken, not settled: running, waiting to retry, held by key). */
   get depth(): number
-  /** `n` handlers of taken (untracked) events failed: counted failed and discarded. */
-  reportFailed(n: number): void
   /** Events taken but never handed to a handler (closed mid-batch). */
   returnUndelivered(n: number): void
   reportFiltered(n: number): void

@@ -773,11 +773,12 @@ if (
   }
 }
 
-const { NativeBus, NativeContext, NativeDeployment, NativePending, NativeReplay, NativeSubscription, publishBatchTo, publishBytesTo, publishTo, tryPublishBatchTo, tryPublishBytesTo, tryPublishTo } = nativeBinding
+const { NativeBus, NativeContext, NativeDeployment, NativePending, NativeRecorder, NativeReplay, NativeSubscription, publishBatchTo, publishBytesTo, publishTo, tryPublishBatchTo, tryPublishBytesTo, tryPublishTo } = nativeBinding
 export { NativeBus }
 export { NativeContext }
 export { NativeDeployment }
 export { NativePending }
+export { NativeRecorder }
 export { NativeReplay }
 export { NativeSubscription }
 export { publishBatchTo }

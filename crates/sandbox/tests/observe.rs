@@ -28,6 +28,7 @@ fn spec(topic: &str) -> DeploySpec {
         topics: vec![topic.into()],
         capacity: None,
         overflow: None,
+        delivery: Default::default(),
         sandbox: SandboxOptions {
             limits: Limits { timeout_ms: 20, ..Limits::default() },
             emits: Vec::new(),
