@@ -12,7 +12,7 @@ import {
   type PublishAttrs,
 } from './native.js';
 import { Context, rememberContext } from './context.js';
-import { EncodeError, InvalidArgument, Unsupported, fromNative } from './errors.js';
+import { EncodeError, InvalidArgument, fromNative } from './errors.js';
 import { Subscription } from './subscription.js';
 import { EventStream } from './stream.js';
 import { Deployment, type DeployOptions } from './deployment.js';
@@ -330,9 +330,6 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
    */
   async deploy(name: string, wasm: Uint8Array | string | URL, options: DeployOptions): Promise<Deployment> {
     if (!options || !Array.isArray(options.topics)) throw new InvalidArgument('deploy needs options.topics, an array of topics');
-    if (options.isolation !== undefined && options.isolation !== 'in-process') {
-      throw new Unsupported(`isolation '${String(options.isolation)}' is not available in this version; only 'in-process'`);
-    }
     const bytes = wasm instanceof Uint8Array ? wasm : await readFile(wasm);
     const cfg = options.config;
     const config =
@@ -355,6 +352,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
         capacity: options.capacity,
         overflow: options.overflow,
         delivery,
+        isolation: options.isolation,
       });
       const dep = new Deployment(native);
       this.#deployments.add(dep);

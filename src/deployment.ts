@@ -26,8 +26,27 @@ export interface DeployOptions extends DeliveryOptions {
   /** Queue of each topic subscription (defaults: the bus's). */
   capacity?: number;
   overflow?: 'block' | 'drop-newest' | 'drop-oldest' | 'error';
-  /** Only `'in-process'` exists in this version. */
-  isolation?: 'in-process';
+  /**
+   * Where the handler runs. `'in-process'` (default): Rust worker threads of this process.
+   * `'process'`: a helper process per unit of concurrency, in new Linux namespaces under a
+   * seccomp-bpf allow-list (docs/isolation.md); fails with `ERR_ISOLATION_UNAVAILABLE` where the
+   * platform or kernel refuses. `'process-if-available'`: the same, degrading (seccomp only, or
+   * in-process) where refused; `info().sandboxLevel` and `info().degraded` say what is in force.
+   */
+  isolation?: 'in-process' | 'process' | 'process-if-available';
+}
+
+export interface HelperInfo {
+  sandboxLevel: 'wasm' | 'wasm+seccomp' | 'wasm+ns+seccomp';
+  pid: number | null;
+  helpersStarted: number;
+  deaths: number;
+  seccompKills: number;
+  redelivered: number;
+  gaveUp: number;
+  startTimeUs: number;
+  lastExit: string | null;
+  lastError: string | null;
 }
 
 export interface DeploymentInfo {
@@ -36,7 +55,15 @@ export interface DeploymentInfo {
   topics: string[];
   emits: string[];
   concurrency: number;
-  isolation: 'in-process';
+  isolation: 'in-process' | 'process';
+  /** The walls actually in force. */
+  sandboxLevel: 'wasm' | 'wasm+seccomp' | 'wasm+ns+seccomp';
+  /** Helper process ids (empty in-process). */
+  pids: number[];
+  /** Why `'process-if-available'` runs in-process. */
+  degraded?: string;
+  /** Per helper process: restarts, deaths (SIGSYS = seccomp kills), redeliveries, given-up events. */
+  helpers?: HelperInfo[];
   limits: { memoryBytes: number; timeoutMs: number; fuel: number | null };
   instances: { live: number; idle: number; created: number; discarded: number };
   /** Handler outcomes; `errors` by code (`ERR_TRAP`, `ERR_TIMEOUT`, …). */

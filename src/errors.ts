@@ -54,6 +54,16 @@ export class Unsupported extends SluiceError {
   }
 }
 
+/**
+ * `isolation: 'process'` cannot be had here: not Linux x86_64, the kernel refused a namespace
+ * or seccomp, or the `sluice-helper` binary is missing. Never downgraded silently.
+ */
+export class IsolationUnavailable extends SluiceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_ISOLATION_UNAVAILABLE', message, options);
+  }
+}
+
 /** A WASM handler or module failed: `ERR_COMPILE`, `ERR_TRAP`, `ERR_TIMEOUT`, `ERR_MEMORY_LIMIT`, … */
 export class SandboxError extends SluiceError {}
 
@@ -79,6 +89,7 @@ const byCode: Record<string, new (message: string, options?: { cause?: unknown }
   ERR_INVALID_ARG: InvalidArgument,
   ERR_ENCODE: EncodeError,
   ERR_UNSUPPORTED: Unsupported,
+  ERR_ISOLATION_UNAVAILABLE: IsolationUnavailable,
 };
 
 /** Maps an error thrown by the native binding to its typed class. */

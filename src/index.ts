@@ -2,7 +2,7 @@ export { Bus, type BusOptions } from './bus.js';
 export { Context } from './context.js';
 export { Subscription } from './subscription.js';
 export { EventStream } from './stream.js';
-export { Deployment, type DeployOptions, type DeployLimits, type DeploymentInfo } from './deployment.js';
+export { Deployment, type DeployOptions, type DeployLimits, type DeploymentInfo, type HelperInfo } from './deployment.js';
 export type { Observer, ObserverKind, AuditRecord, ObservedBus } from './observe/observer.js';
 export type { ObserverStats } from './observe/hub.js';
 export type { DiagnoseOptions, Diagnosis, Finding, HandlerReport, QueueReport, Severity } from './observe/diagnose.js';
@@ -17,6 +17,7 @@ export {
   InvalidArgument,
   EncodeError,
   Unsupported,
+  IsolationUnavailable,
   SandboxError,
 } from './errors.js';
 export type {

@@ -31,5 +31,8 @@ pub use linux::spawn::{Exit, Helper, HelperOptions, IsolateError};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub use linux::supervisor::{Completion, KillSwitch, Supervisor, SupervisorOptions, SupervisorStats};
 
+mod executor;
+pub use executor::{isolation_by_name, locate_helper, ProcessIsolation};
+
 /// Whether this platform can run isolated handlers at all.
 pub const SUPPORTED: bool = cfg!(all(target_os = "linux", target_arch = "x86_64"));

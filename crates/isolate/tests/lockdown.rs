@@ -87,3 +87,16 @@ fn helper_keeps_only_its_descriptors() {
         assert!(ok, "unexpected fd {fd} -> {t}");
     }
 }
+
+#[test]
+fn without_namespaces_the_helper_still_drops_root_and_runs_under_seccomp() {
+    let mut opts = sluice_isolate::HelperOptions::new(helper_path());
+    opts.args.namespaces = false;
+    let mut h = sluice_isolate::Helper::spawn(&opts, &wat::parse_str(EMITTER).unwrap(), &options()).unwrap();
+    assert_eq!(h.sandbox_level(), "wasm+seccomp");
+    assert_eq!(status_field(h.pid(), "Seccomp"), "2");
+    assert_eq!(status_field(h.pid(), "Uid"), "65534\t65534\t65534\t65534");
+    assert_eq!(status_field(h.pid(), "CapEff"), "0000000000000000");
+    let r = h.handle(&envelope("e", b"{}"), None).unwrap();
+    assert_eq!(r.outcome, sluice_sandbox::Outcome::Ack);
+}

@@ -8,7 +8,7 @@ use napi::bindgen_prelude::{AsyncTask, External, Uint8Array};
 use napi_derive::napi;
 use sluice_core::overflow::validate_capacity;
 use sluice_core::{Bus, BusOptions, Delivery, Encoding, EventInit, FilterChain, Overflow};
-use sluice_sandbox::{DeploySpec, Deployments, SandboxOptions};
+use sluice_sandbox::{DeploySpec, Deployments, Isolation, SandboxOptions};
 use std::sync::Arc;
 
 #[napi(object)]
@@ -40,6 +40,8 @@ pub struct DeployInit {
     pub capacity: Option<f64>,
     pub overflow: Option<String>,
     pub delivery: Option<DeliveryInit>,
+    /// `in-process` (default), `process`, `process-if-available`.
+    pub isolation: Option<String>,
 }
 
 /// A whole non-negative number from JS, or a typed error naming the option.
@@ -70,6 +72,12 @@ fn deploy_spec(init: DeployInit, bus: &Bus) -> sluice_core::Result<DeploySpec> {
         overflow: init.overflow.as_deref().map(Overflow::parse).transpose()?,
         delivery: delivery_options(init.delivery)?,
         sandbox,
+        isolation: match init.isolation.as_deref() {
+            None => Isolation::InProcess,
+            Some(name) => sluice_isolate::isolation_by_name(name).ok_or_else(|| {
+                sluice_core::Error::invalid(format!("isolation must be 'in-process', 'process' or 'process-if-available', got '{name}'"))
+            })?,
+        },
     })
 }
 

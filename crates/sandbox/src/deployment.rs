@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use sluice_core::{Bus, DeliveryOptions, Overflow, SubscribeOptions, Subscription
 use crate::dispatch::{worker_loop, Wakeup};
 use crate::error::SandboxError;
 use crate::pool::{Sandbox, SandboxOptions};
+use crate::remote::{remote_loop, RemoteFactory, RemoteInfo, RemoteState};
 use crate::registry::{module_hash, ModuleRegistry};
 use crate::SandboxEngine;
 
@@ -62,6 +63,19 @@ pub struct DeploySpec {
     /// Retries, dead letter, ordering, dedupe of each topic subscription (see `sluice_core::delivery`).
     pub delivery: DeliveryOptions,
     pub sandbox: SandboxOptions,
+    pub isolation: Isolation,
+}
+
+/// Where the handler runs.
+#[derive(Clone, Debug, Default)]
+pub enum Isolation {
+    /// Worker threads of this process (`'in-process'`).
+    #[default]
+    InProcess,
+    /// One helper process per unit of concurrency, started by `factory` (`'process'`). With
+    /// `fallback`, a platform or kernel that refuses isolation (`ERR_ISOLATION_UNAVAILABLE`)
+    /// gets an in-process deployment whose info says why (`'process-if-available'`).
+    Process { factory: Arc<dyn RemoteFactory>, fallback: bool },
 }
 
 /// Counters kept by the dispatcher, beside the sandbox's own.
@@ -82,10 +96,18 @@ pub(crate) struct Shared {
     pub counters: DispatchCounters,
 }
 
+/// What runs the events: the in-process pool or helper processes.
+enum Exec {
+    InProcess(Arc<Sandbox>),
+    Remote { hash: String, options: SandboxOptions, state: Arc<RemoteState> },
+}
+
 pub struct Deployment {
     name: String,
     bus: Arc<Bus>,
-    sandbox: Arc<Sandbox>,
+    exec: Exec,
+    /// Why `'process-if-available'` runs in-process.
+    degraded: OnceLock<String>,
     subs: Vec<Arc<Subscription>>,
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
@@ -101,7 +123,18 @@ pub struct DeploymentInfo {
     pub topics: Vec<String>,
     pub emits: Vec<String>,
     pub concurrency: usize,
+    /// `in-process` or `process`.
     pub isolation: &'static str,
+    /// The walls actually in force: `wasm`, `wasm+seccomp` or `wasm+ns+seccomp`.
+    pub sandbox_level: &'static str,
+    /// Helper process ids (empty in-process).
+    pub pids: Vec<i32>,
+    /// Set when `process-if-available` could not isolate: the reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
+    /// Per helper: level, restarts, deaths (seccomp kills), redeliveries, given-up events.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub helpers: Vec<RemoteInfo>,
     pub limits: LimitsInfo,
     pub instances: InstancesInfo,
     pub outcomes: OutcomesInfo,
@@ -159,43 +192,12 @@ impl Deployment {
             return Err(invalid("a deployment needs at least one topic"));
         }
         sandbox.prewarm()?;
-        let mut opts: SubscribeOptions = bus.subscribe_options();
-        if let Some(c) = spec.capacity {
-            opts.capacity = c;
-        }
-        if let Some(o) = spec.overflow {
-            opts.overflow = o;
-        }
-        opts.name = Some(format!("deployment:{name}"));
-        opts.delivery = spec.delivery.clone();
-        let shared = Arc::new(Shared {
-            name: name.into(),
-            stop: AtomicBool::new(false),
-            wakeup: Wakeup::default(),
-            counters: DispatchCounters::default(),
-        });
-        let mut subs = Vec::with_capacity(spec.topics.len());
-        for topic in &spec.topics {
-            match bus.subscribe(topic, opts.clone()) {
-                Ok(sub) => subs.push(sub),
-                Err(e) => {
-                    for s in &subs {
-                        bus.unsubscribe(s.id());
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-        for sub in &subs {
-            let shared = shared.clone();
-            sub.queue()
-                .set_waker(Box::new(move || shared.wakeup.wake_one()))
-                .map_err(DeployError::from)?;
-        }
+        let (subs, shared) = subscribe(name, &bus, spec)?;
         let dep = Arc::new(Deployment {
             name: name.to_owned(),
             bus,
-            sandbox,
+            exec: Exec::InProcess(sandbox),
+            degraded: OnceLock::new(),
             subs,
             shared,
             workers: Mutex::new(Vec::new()),
@@ -205,15 +207,104 @@ impl Deployment {
         let mut workers = Vec::with_capacity(concurrency);
         for i in 0..concurrency {
             let d = dep.clone();
+            let Exec::InProcess(sandbox) = &dep.exec else { unreachable!() };
+            let sandbox = sandbox.clone();
             let handle = thread::Builder::new()
                 .name(format!("sluice-wasm-{name}-{i}"))
                 // Room for the wasm stack budget plus the host's own frames.
                 .stack_size(4 << 20)
-                .spawn(move || worker_loop(&d.bus, &d.sandbox, &d.subs, &d.shared))
+                .spawn(move || worker_loop(&d.bus, &sandbox, &d.subs, &d.shared))
                 .map_err(|e| DeployError { code: "ERR_INSTANTIATE", message: format!("cannot start a worker: {e}") })?;
             workers.push(handle);
         }
         *dep.workers.lock().unwrap() = workers;
+        Ok(dep)
+    }
+
+    /// Starts one helper per unit of concurrency, each on its own dispatcher thread (helpers
+    /// die with the thread that started them), and subscribes only once all are ready.
+    fn start_remote(
+        name: &str,
+        bus: Arc<Bus>,
+        bytes: &[u8],
+        spec: &DeploySpec,
+        factory: &Arc<dyn RemoteFactory>,
+    ) -> Result<Arc<Deployment>, DeployError> {
+        if spec.topics.is_empty() {
+            return Err(invalid("a deployment needs at least one topic"));
+        }
+        let n = spec.sandbox.concurrency.max(1);
+        // Each helper runs its events one at a time.
+        let options = SandboxOptions { concurrency: 1, ..spec.sandbox.clone() };
+        let state = Arc::new(RemoteState::new(n));
+        let module: Arc<[u8]> = bytes.into();
+        let timeout = spec.sandbox.limits.timeout();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut gates = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let (go_tx, go_rx) = mpsc::channel::<Option<Arc<Deployment>>>();
+            gates.push(go_tx);
+            let (factory, module, options, state, ready) = (factory.clone(), module.clone(), options.clone(), state.clone(), ready_tx.clone());
+            let spawned = thread::Builder::new().name(format!("sluice-helper-{name}-{i}")).spawn(move || {
+                let exec = match factory.start(&module, &options) {
+                    Ok(e) => {
+                        state.executors.lock().unwrap()[i] = e.info();
+                        let _ = ready.send(Ok(()));
+                        e
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                if let Ok(Some(d)) = go_rx.recv() {
+                    remote_loop(&d.bus, exec, i, &d.subs, &d.shared, &state, timeout);
+                }
+            });
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(DeployError { code: "ERR_INSTANTIATE", message: format!("cannot start a dispatcher: {e}") }));
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut first_error = None;
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(DeployError { code: "ERR_INSTANTIATE", message: "a dispatcher died while starting".into() });
+                }
+            }
+        }
+        let subscribed = match first_error {
+            None => subscribe(name, &bus, spec),
+            Some(e) => Err(e),
+        };
+        let (subs, shared) = match subscribed {
+            Ok(v) => v,
+            Err(e) => {
+                gates.iter().for_each(|g| drop(g.send(None)));
+                workers.into_iter().for_each(|w| drop(w.join()));
+                return Err(e);
+            }
+        };
+        let dep = Arc::new(Deployment {
+            name: name.to_owned(),
+            bus,
+            exec: Exec::Remote { hash: module_hash(bytes), options: spec.sandbox.clone(), state },
+            degraded: OnceLock::new(),
+            subs,
+            shared,
+            workers: Mutex::new(workers),
+            topics: spec.topics.clone(),
+        });
+        gates.iter().for_each(|g| drop(g.send(Some(dep.clone()))));
         Ok(dep)
     }
 
@@ -222,9 +313,11 @@ impl Deployment {
     }
 
     pub fn hash(&self) -> &str {
-        self.sandbox.hash()
+        match &self.exec {
+            Exec::InProcess(sandbox) => sandbox.hash(),
+            Exec::Remote { hash, .. } => hash,
+        }
     }
-
     /// Unsubscribes (what is queued is counted as dropped, closed), lets each worker finish the
     /// event in its hands, and joins the workers.
     pub fn stop(&self) {
@@ -242,7 +335,14 @@ impl Deployment {
     }
 
     pub fn info(&self) -> DeploymentInfo {
-        let s = self.sandbox.info();
+        let (s, helpers) = match &self.exec {
+            Exec::InProcess(sandbox) => (sandbox.info(), Vec::new()),
+            Exec::Remote { hash, options, state } => (remote_sandbox_info(hash, options, state), state.executors.lock().unwrap().clone()),
+        };
+        let sandbox_level = match (&self.exec, helpers.first()) {
+            (Exec::Remote { .. }, Some(h)) if !h.sandbox_level.is_empty() => h.sandbox_level,
+            _ => "wasm",
+        };
         let c = &self.shared.counters;
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         DeploymentInfo {
@@ -251,7 +351,11 @@ impl Deployment {
             topics: self.topics.clone(),
             emits: s.emits,
             concurrency: s.concurrency,
-            isolation: "in-process",
+            isolation: if helpers.is_empty() { "in-process" } else { "process" },
+            sandbox_level,
+            pids: helpers.iter().filter_map(|h| h.pid).collect(),
+            degraded: self.degraded.get().cloned(),
+            helpers,
             limits: LimitsInfo { memory_bytes: s.limits.memory_bytes, timeout_ms: s.limits.timeout_ms, fuel: s.limits.fuel },
             instances: InstancesInfo {
                 live: s.instances.live,
@@ -281,6 +385,70 @@ impl Deployment {
             running: !self.shared.stop.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The in-process `SandboxInfo` shape for a remote deployment: outcomes, emits and latency as
+/// the dispatchers saw them (latency includes the trip through the rings); instances are the
+/// helpers (created = started, discarded = deaths).
+fn remote_sandbox_info(hash: &str, options: &SandboxOptions, state: &RemoteState) -> crate::pool::SandboxInfo {
+    let c = &state.counters;
+    let helpers = state.executors.lock().unwrap();
+    let live = helpers.iter().filter(|h| h.pid.is_some()).count();
+    crate::pool::SandboxInfo {
+        hash: hash.to_owned(),
+        concurrency: options.concurrency.max(1),
+        limits: options.limits.clone(),
+        emits: options.emits.clone(),
+        instances: crate::pool::InstanceCounts {
+            live,
+            idle: 0,
+            created: helpers.iter().map(|h| h.helpers_started).sum(),
+            discarded: helpers.iter().map(|h| h.deaths).sum(),
+        },
+        outcomes: c.outcomes(),
+        emits_accepted: c.emits_accepted.load(Ordering::Relaxed),
+        emits_refused: c.emits_refused.load(Ordering::Relaxed),
+        emits_discarded: 0,
+        logs_dropped: c.logs_dropped.load(Ordering::Relaxed),
+        latency: c.latency.snapshot(),
+    }
+}
+
+/// Subscribes a deployment to its topics with its queue options and wires the queues' wakers
+/// to the dispatchers.
+fn subscribe(name: &str, bus: &Arc<Bus>, spec: &DeploySpec) -> Result<(Vec<Arc<Subscription>>, Arc<Shared>), DeployError> {
+    let mut opts: SubscribeOptions = bus.subscribe_options();
+    if let Some(c) = spec.capacity {
+        opts.capacity = c;
+    }
+    if let Some(o) = spec.overflow {
+        opts.overflow = o;
+    }
+    opts.name = Some(format!("deployment:{name}"));
+    opts.delivery = spec.delivery.clone();
+    let shared = Arc::new(Shared {
+        name: name.into(),
+        stop: AtomicBool::new(false),
+        wakeup: Wakeup::default(),
+        counters: DispatchCounters::default(),
+    });
+    let mut subs = Vec::with_capacity(spec.topics.len());
+    for topic in &spec.topics {
+        match bus.subscribe(topic, opts.clone()) {
+            Ok(sub) => subs.push(sub),
+            Err(e) => {
+                for s in &subs {
+                    bus.unsubscribe(s.id());
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    for sub in &subs {
+        let shared = shared.clone();
+        sub.queue().set_waker(Box::new(move || shared.wakeup.wake_one())).map_err(DeployError::from)?;
+    }
+    Ok((subs, shared))
 }
 
 impl std::fmt::Debug for Deployment {
@@ -337,17 +505,41 @@ impl Deployments {
                 message: format!("deployment '{name}' runs {}; undeploy it or roll out {hash}", existing.hash()),
             });
         }
-        let module = registry()?.compile(bytes)?;
-        let sandbox = Arc::new(Sandbox::new(module, spec.sandbox.clone())?);
+        let mut degraded = None;
+        let dep = match &spec.isolation {
+            // The module is compiled inside the helper only: untrusted bytes never reach
+            // Cranelift in this process.
+            Isolation::Process { factory, fallback } => match Deployment::start_remote(name, self.bus.clone(), bytes, spec, factory) {
+                Ok(dep) => Some(dep),
+                Err(e) if *fallback && e.code == "ERR_ISOLATION_UNAVAILABLE" => {
+                    degraded = Some(format!("process isolation unavailable, running in-process: {}", e.message));
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            Isolation::InProcess => None,
+        };
+        let dep = match dep {
+            Some(dep) => dep,
+            None => {
+                let module = registry()?.compile(bytes)?;
+                let sandbox = Arc::new(Sandbox::new(module, spec.sandbox.clone())?);
+                let dep = Deployment::start(name, self.bus.clone(), sandbox, spec)?;
+                if let Some(reason) = degraded {
+                    let _ = dep.degraded.set(reason);
+                }
+                dep
+            }
+        };
         let mut map = self.by_name.lock().unwrap();
         if let Some(existing) = map.get(name) {
             // Lost a race with a concurrent deploy of the same name.
-            if existing.hash() == sandbox.hash() {
+            dep.stop();
+            if existing.hash() == dep.hash() {
                 return Ok(existing.clone());
             }
             return Err(DeployError { code: "ERR_EXISTS", message: format!("deployment '{name}' already exists") });
         }
-        let dep = Deployment::start(name, self.bus.clone(), sandbox, spec)?;
         map.insert(name.to_owned(), dep.clone());
         Ok(dep)
     }

@@ -50,7 +50,7 @@ impl Wakeup {
 
     /// Parks the calling worker until a publish wakes it. Arms every queue first and does not
     /// sleep if one of them already has events (no lost wake-up).
-    fn park(&self, subs: &[Arc<Subscription>], shared: &Shared) {
+    pub(crate) fn park(&self, subs: &[Arc<Subscription>], shared: &Shared) {
         let me = thread::current();
         self.parked.lock().unwrap().push(me.clone());
         self.count.fetch_add(1, Ordering::SeqCst);
@@ -95,7 +95,7 @@ pub(crate) fn worker_loop(bus: &Bus, sandbox: &Sandbox, subs: &[Arc<Subscription
     }
 }
 
-fn render_id(sub: &Subscription, ev: &Event, out: &mut String) {
+pub(crate) fn render_id(sub: &Subscription, ev: &Event, out: &mut String) {
     out.clear();
     match &ev.id {
         EventId::Seq(n) => {
@@ -127,7 +127,7 @@ fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Arc<Subscription>, d: &Deliver
     let result = sandbox.handle(&envelope, ev.deadline.map(|d| d.at));
     record::end(bus.recorder(), run, sub, ev, &shared.name, sandbox.hash(), &result.outcome);
     if matches!(result.outcome, Outcome::Ack) {
-        publish_emits(bus, sandbox, ev, result.emits, shared);
+        publish_emits(bus, sandbox.limits().timeout(), ev, result.emits, shared);
     } else {
         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -148,7 +148,7 @@ fn settle(bus: &Bus, sub: &Arc<Subscription>, tag: u64, outcome: Outcome) {
 
 /// Publishes a handler's emits as children of `parent`: same Context (so the deadline flows
 /// on) and same trace context. Data that is valid JSON travels as JSON, anything else as bytes.
-fn publish_emits(bus: &Bus, sandbox: &Sandbox, parent: &Event, emits: Vec<Emit>, shared: &Shared) {
+pub(crate) fn publish_emits(bus: &Bus, timeout: Duration, parent: &Event, emits: Vec<Emit>, shared: &Shared) {
     let counters = &shared.counters;
     for emit in emits {
         let encoding = if serde_json::from_slice::<serde::de::IgnoredAny>(&emit.data).is_ok() {
@@ -168,7 +168,7 @@ fn publish_emits(bus: &Bus, sandbox: &Sandbox, parent: &Event, emits: Vec<Emit>,
             Ok(Delivery::Done { .. }) => true,
             Ok(Delivery::Pending(p)) => {
                 // A full `block` queue may hold this worker at most the handler's own budget.
-                let wait = parent.ctx.clone().unwrap_or_else(Context::background).with_timeout(sandbox.limits().timeout());
+                let wait = parent.ctx.clone().unwrap_or_else(Context::background).with_timeout(timeout);
                 p.bounded_by(wait).wait().is_ok()
             }
             Err(_) => false,

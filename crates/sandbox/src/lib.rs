@@ -23,11 +23,13 @@ mod limits;
 mod pool;
 mod record;
 mod registry;
+mod remote;
 mod stats;
 pub mod topic;
 
 pub use abi::{check_guest_range, LogLevel, ABI_VERSION};
-pub use deployment::{DeployError, DeploySpec, Deployment, DeploymentInfo, Deployments};
+pub use deployment::{DeployError, DeploySpec, Deployment, DeploymentInfo, Deployments, Isolation};
+pub use remote::{RemoteExecutor, RemoteFactory, RemoteInfo, RemoteOutcome};
 pub use engine::{EngineConfig, SandboxEngine};
 pub use envelope::{
     decode_envelope, encode_envelope, encode_envelope_into, Envelope, EnvelopeError,

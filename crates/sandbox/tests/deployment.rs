@@ -31,6 +31,7 @@ fn spec(topics: &[&str], emits: &[&str], concurrency: usize) -> DeploySpec {
             config: Vec::new(),
             concurrency,
         },
+        isolation: Default::default(),
     }
 }
 

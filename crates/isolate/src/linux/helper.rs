@@ -76,10 +76,9 @@ pub fn main() -> ! {
     if let Err(e) = lockdown::close_other_fds() {
         fail(&mut ctl, "close descriptors", ISOLATION, &e);
     }
-    if args.namespaces {
-        if let Err(e) = lockdown::enter_namespaces() {
-            fail(&mut ctl, "namespaces", ISOLATION, &e);
-        }
+    let entered = if args.namespaces { lockdown::enter_namespaces() } else { lockdown::drop_root().map(drop) };
+    if let Err(e) = entered {
+        fail(&mut ctl, "namespaces", ISOLATION, &e);
     }
     // The child must not write before stage 0 has sent HELLO: it waits for this pipe to close.
     let mut fds = [0; 2];

@@ -32,18 +32,22 @@ pub fn close_other_fds() -> Result<(), String> {
 
 /// Stage 0: drop to an unprivileged id and enter new user, mount, net, ipc, uts and pid
 /// namespaces, mapping uid/gid 0 inside to that id outside.
-pub fn enter_namespaces() -> Result<(), String> {
+/// Started as root: become nobody, so that even an escape lands on an unprivileged id (and,
+/// with namespaces, the id map is an ordinary self-mapping). Returns the (uid, gid) now in force.
+pub fn drop_root() -> Result<(u32, u32), String> {
     unsafe {
-        let (uid, gid) = if libc::geteuid() == 0 {
-            // Started as root: become nobody first, so that even a namespace escape lands on
-            // an unprivileged id, and so the map below is an ordinary self-mapping.
+        if libc::geteuid() == 0 {
             check_i("setgroups", libc::setgroups(0, std::ptr::null()))?;
             check_i("setresgid", libc::setresgid(UNPRIVILEGED_ID, UNPRIVILEGED_ID, UNPRIVILEGED_ID))?;
             check_i("setresuid", libc::setresuid(UNPRIVILEGED_ID, UNPRIVILEGED_ID, UNPRIVILEGED_ID))?;
-            (UNPRIVILEGED_ID, UNPRIVILEGED_ID)
-        } else {
-            (libc::geteuid(), libc::getegid())
-        };
+        }
+        Ok((libc::geteuid(), libc::getegid()))
+    }
+}
+
+pub fn enter_namespaces() -> Result<(), String> {
+    unsafe {
+        let (uid, gid) = drop_root()?;
         // Changing ids made us non-dumpable, which would make /proc/self/*_map root's.
         check_i("prctl(PR_SET_DUMPABLE)", libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
         let flags = libc::CLONE_NEWUSER
