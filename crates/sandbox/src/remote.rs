@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sluice_core::{Bus, Event, Subscription};
+use sluice_core::{Bus, Delivered, Outcome as Verdict, Subscription};
 
 use crate::deployment::{DeployError, Shared};
 use crate::dispatch::{publish_emits, render_id};
@@ -78,7 +78,7 @@ const BATCH: usize = 64;
 const SPIN: Duration = Duration::from_micros(50);
 
 struct Taken {
-    event: Arc<Event>,
+    delivery: Delivered,
     sub: usize,
     submitted: Instant,
 }
@@ -95,8 +95,8 @@ pub(crate) fn remote_loop(
 ) {
     let mut taken: HashMap<u64, Taken> = HashMap::new();
     // Taken from the queues, not yet accepted by the executor (kept in order).
-    let mut waiting: VecDeque<(usize, Arc<Event>)> = VecDeque::new();
-    let mut batch: Vec<Arc<Event>> = Vec::with_capacity(BATCH);
+    let mut waiting: VecDeque<(usize, Delivered)> = VecDeque::new();
+    let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
     let mut done = Vec::new();
     let mut id = String::new();
     let mut encoded = Vec::new();
@@ -109,14 +109,16 @@ pub(crate) fn remote_loop(
         if waiting.is_empty() {
             for (i, sub) in subs.iter().enumerate() {
                 batch.clear();
-                moved += sub.take(BATCH, &mut batch);
+                moved += sub.take_deliveries(BATCH, &mut batch);
                 waiting.extend(batch.drain(..).map(|ev| (i, ev)));
             }
         }
         let mut full = false;
-        while let Some((i, ev)) = waiting.front() {
-            let sub = &subs[*i];
-            if ev.expired() {
+        while let Some((i, d)) = waiting.front() {
+            let (sub, ev) = (&subs[*i], &d.event);
+            // Tracked deliveries were checked by the core when taken; a late expiry reaches the
+            // helper, which answers ERR_TIMEOUT and the retry policy decides.
+            if d.tag == 0 && ev.expired() {
                 sub.queue().return_expired(1);
                 waiting.pop_front();
                 continue;
@@ -135,10 +137,10 @@ pub(crate) fn remote_loop(
                 };
                 match encode_envelope(&envelope) {
                     Ok(b) => encoded = b,
-                    Err(_) => {
-                        sub.queue().count_failed(1);
+                    Err(e) => {
+                        let (_, d) = waiting.pop_front().unwrap();
                         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        waiting.pop_front();
+                        sub.settle(bus, d.tag, Verdict::Fail(e.to_string()));
                         continue;
                     }
                 }
@@ -147,8 +149,8 @@ pub(crate) fn remote_loop(
             match exec.submit(token + 1, std::mem::take(&mut encoded), deadline) {
                 Ok(()) => {
                     token += 1;
-                    let (i, ev) = waiting.pop_front().unwrap();
-                    taken.insert(token, Taken { event: ev, sub: i, submitted: Instant::now() });
+                    let (i, delivery) = waiting.pop_front().unwrap();
+                    taken.insert(token, Taken { delivery, sub: i, submitted: Instant::now() });
                 }
                 // Full: keep the event (and its encoding) for the next round.
                 Err(env) => {
@@ -164,38 +166,8 @@ pub(crate) fn remote_loop(
         }
         for (t, outcome) in done.drain(..) {
             moved += 1;
-            let Some(Taken { event, sub, submitted }) = taken.remove(&t) else { continue };
-            let sub = &subs[sub];
-            let c = &state.counters;
-            c.latency.record(submitted.elapsed());
-            match outcome {
-                RemoteOutcome::Done(result) => {
-                    c.emits_refused.fetch_add(u64::from(result.refused_emits), Ordering::Relaxed);
-                    c.logs_dropped.fetch_add(u64::from(result.dropped_logs), Ordering::Relaxed);
-                    match result.outcome {
-                        Outcome::Ack => {
-                            c.ack.fetch_add(1, Ordering::Relaxed);
-                            c.emits_accepted.fetch_add(result.emits.len() as u64, Ordering::Relaxed);
-                            publish_emits(bus, timeout, &event, result.emits, shared);
-                        }
-                        other => {
-                            match other {
-                                Outcome::Retry => c.retry.fetch_add(1, Ordering::Relaxed),
-                                Outcome::Reject => c.reject.fetch_add(1, Ordering::Relaxed),
-                                Outcome::Error(e) => c.errors[e.kind().index()].fetch_add(1, Ordering::Relaxed),
-                                Outcome::Ack => unreachable!(),
-                            };
-                            sub.queue().count_failed(1);
-                            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                // Dead-lettering arrives with delivery settings; until then: failed, counted.
-                RemoteOutcome::GaveUp(_) => {
-                    sub.queue().count_failed(1);
-                    shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            let Some(Taken { delivery, sub, submitted }) = taken.remove(&t) else { continue };
+            settle(bus, &subs[sub], delivery, outcome, shared, state, timeout, submitted);
         }
         if info_at.elapsed() > Duration::from_millis(20) {
             state.executors.lock().unwrap()[index] = exec.info();
@@ -223,17 +195,73 @@ pub(crate) fn remote_loop(
     let until = Instant::now() + timeout + Duration::from_secs(1);
     while exec.in_flight() > 0 && Instant::now() < until {
         exec.poll(&mut done, Duration::from_millis(10));
-        for (t, _) in done.drain(..) {
-            taken.remove(&t);
+        for (t, outcome) in done.drain(..) {
+            if let Some(Taken { delivery, sub, submitted }) = taken.remove(&t) {
+                settle(bus, &subs[sub], delivery, outcome, shared, state, timeout, submitted);
+            }
         }
     }
-    for (i, _) in waiting.drain(..) {
-        subs[i].queue().count_failed(1);
+    let stopped = || Verdict::Fail("the deployment stopped before the handler ran".into());
+    for (i, d) in waiting.drain(..) {
         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        subs[i].settle(bus, d.tag, stopped());
     }
     for (_, t) in taken.drain() {
-        subs[t.sub].queue().count_failed(1);
         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        subs[t.sub].settle(bus, t.delivery.tag, stopped());
     }
     state.executors.lock().unwrap()[index] = exec.info();
+}
+
+/// Counts one outcome and reports the verdict to the subscription (`docs/delivery.md`): ack
+/// publishes the emits; retry / reject / handler errors go to the retry policy and dead
+/// letters; an event the supervisor gave up on (it kept killing its helper) is rejected for
+/// good, and counted failed.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    bus: &Bus,
+    sub: &Arc<Subscription>,
+    delivery: Delivered,
+    outcome: RemoteOutcome,
+    shared: &Shared,
+    state: &RemoteState,
+    timeout: Duration,
+    submitted: Instant,
+) {
+    let c = &state.counters;
+    c.latency.record(submitted.elapsed());
+    let verdict = match outcome {
+        RemoteOutcome::Done(result) => {
+            c.emits_refused.fetch_add(u64::from(result.refused_emits), Ordering::Relaxed);
+            c.logs_dropped.fetch_add(u64::from(result.dropped_logs), Ordering::Relaxed);
+            match result.outcome {
+                Outcome::Ack => {
+                    c.ack.fetch_add(1, Ordering::Relaxed);
+                    c.emits_accepted.fetch_add(result.emits.len() as u64, Ordering::Relaxed);
+                    publish_emits(bus, timeout, &delivery.event, result.emits, shared);
+                    Verdict::Ack
+                }
+                Outcome::Retry => {
+                    c.retry.fetch_add(1, Ordering::Relaxed);
+                    Verdict::Retry("the handler asked for a retry".into())
+                }
+                Outcome::Reject => {
+                    c.reject.fetch_add(1, Ordering::Relaxed);
+                    Verdict::Reject("the handler rejected the event".into())
+                }
+                Outcome::Error(e) => {
+                    c.errors[e.kind().index()].fetch_add(1, Ordering::Relaxed);
+                    Verdict::Fail(e.to_string())
+                }
+            }
+        }
+        RemoteOutcome::GaveUp(reason) => {
+            sub.queue().count_failed(1);
+            Verdict::Reject(reason)
+        }
+    };
+    if verdict != Verdict::Ack {
+        shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    sub.settle(bus, delivery.tag, verdict);
 }
