@@ -259,7 +259,8 @@ impl Deployment {
                     }
                 };
                 if let Ok(Some(d)) = go_rx.recv() {
-                    remote_loop(&d.bus, exec, i, &d.subs, &d.shared, &state, timeout);
+                    let hash = d.hash().to_owned();
+                    remote_loop(&d.bus, exec, i, &d.subs, &d.shared, &state, timeout, &hash);
                 }
             });
             match spawned {

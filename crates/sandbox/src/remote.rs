@@ -16,6 +16,8 @@ use crate::deployment::{DeployError, Shared};
 use crate::dispatch::{publish_emits, render_id};
 use crate::envelope::{encode_envelope, Envelope};
 use crate::pool::{HandleResult, Outcome, SandboxOptions};
+use crate::error::{ErrorKind, SandboxError};
+use crate::record;
 use crate::stats::Counters;
 
 /// What became of one submitted event.
@@ -81,6 +83,8 @@ struct Taken {
     delivery: Delivered,
     sub: usize,
     submitted: Instant,
+    /// Handler start as observers see it (`record.rs`).
+    run: record::Run,
 }
 
 /// One dispatcher of a remote deployment: queues → executor → outcomes → emits.
@@ -92,6 +96,7 @@ pub(crate) fn remote_loop(
     shared: &Shared,
     state: &RemoteState,
     timeout: Duration,
+    hash: &str,
 ) {
     let mut taken: HashMap<u64, Taken> = HashMap::new();
     // Taken from the queues, not yet accepted by the executor (kept in order).
@@ -150,7 +155,8 @@ pub(crate) fn remote_loop(
                 Ok(()) => {
                     token += 1;
                     let (i, delivery) = waiting.pop_front().unwrap();
-                    taken.insert(token, Taken { delivery, sub: i, submitted: Instant::now() });
+                    let run = record::start(bus.recorder(), &subs[i], &delivery.event, &shared.name, hash);
+                    taken.insert(token, Taken { delivery, sub: i, submitted: Instant::now(), run });
                 }
                 // Full: keep the event (and its encoding) for the next round.
                 Err(env) => {
@@ -166,8 +172,8 @@ pub(crate) fn remote_loop(
         }
         for (t, outcome) in done.drain(..) {
             moved += 1;
-            let Some(Taken { delivery, sub, submitted }) = taken.remove(&t) else { continue };
-            settle(bus, &subs[sub], delivery, outcome, shared, state, timeout, submitted);
+            let Some(taken) = taken.remove(&t) else { continue };
+            settle(bus, subs, taken, outcome, shared, state, timeout, hash);
         }
         if info_at.elapsed() > Duration::from_millis(20) {
             state.executors.lock().unwrap()[index] = exec.info();
@@ -196,8 +202,8 @@ pub(crate) fn remote_loop(
     while exec.in_flight() > 0 && Instant::now() < until {
         exec.poll(&mut done, Duration::from_millis(10));
         for (t, outcome) in done.drain(..) {
-            if let Some(Taken { delivery, sub, submitted }) = taken.remove(&t) {
-                settle(bus, &subs[sub], delivery, outcome, shared, state, timeout, submitted);
+            if let Some(taken) = taken.remove(&t) {
+                settle(bus, subs, taken, outcome, shared, state, timeout, hash);
             }
         }
     }
@@ -220,16 +226,23 @@ pub(crate) fn remote_loop(
 #[allow(clippy::too_many_arguments)]
 fn settle(
     bus: &Bus,
-    sub: &Arc<Subscription>,
-    delivery: Delivered,
+    subs: &[Arc<Subscription>],
+    taken: Taken,
     outcome: RemoteOutcome,
     shared: &Shared,
     state: &RemoteState,
     timeout: Duration,
-    submitted: Instant,
+    hash: &str,
 ) {
+    let Taken { delivery, sub, submitted, run } = taken;
+    let sub = &subs[sub];
     let c = &state.counters;
     c.latency.record(submitted.elapsed());
+    let observed = match &outcome {
+        RemoteOutcome::Done(result) => result.outcome.clone(),
+        RemoteOutcome::GaveUp(reason) => Outcome::Error(SandboxError::new(ErrorKind::Trap, reason.clone())),
+    };
+    record::end(bus.recorder(), run, sub, &delivery.event, &shared.name, hash, &observed);
     let verdict = match outcome {
         RemoteOutcome::Done(result) => {
             c.emits_refused.fetch_add(u64::from(result.refused_emits), Ordering::Relaxed);
