@@ -206,6 +206,8 @@ export interface DeployInit {
   capacity?: number
   overflow?: string
   delivery?: DeliveryInit
+  /** `in-process` (default), `process`, `process-if-available`. */
+  isolation?: string
 }
 
 /** Optional CloudEvents attributes of one publish. */
