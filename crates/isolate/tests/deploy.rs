@@ -21,6 +21,7 @@ fn spec(concurrency: usize) -> DeploySpec {
         topics: vec!["in.*".into()],
         capacity: Some(100_000),
         overflow: None,
+        delivery: Default::default(),
         sandbox,
         isolation: Isolation::Process { factory: Arc::new(factory), fallback: false },
     }

@@ -24,6 +24,7 @@ fn spec(delivery: DeliveryOptions) -> DeploySpec {
             config: Vec::new(),
             concurrency: 1,
         },
+        isolation: Default::default(),
     }
 }
 

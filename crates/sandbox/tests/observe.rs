@@ -35,6 +35,7 @@ fn spec(topic: &str) -> DeploySpec {
             config: Vec::new(),
             concurrency: 1,
         },
+        isolation: Default::default(),
     }
 }
 
