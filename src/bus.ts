@@ -25,6 +25,7 @@ import { deliveryInit } from './delivery.js';
 import type {
   BusStats,
   CloseOptions,
+  CloseReport,
   EventFor,
   EventMap,
   Filter,
@@ -51,6 +52,25 @@ export interface BusOptions {
    * `Bus.create`) before publishing what they must see. See docs/observers.md.
    */
   observers?: (Observer | string)[];
+  /** A local journal (a directory; no server) for at-least-once subscriptions and `spill`. */
+  journal?: JournalOptions;
+}
+
+export interface JournalOptions {
+  /** Created if missing; one bus (one process) at a time (`ERR_JOURNAL_LOCKED`). */
+  dir: string;
+  /**
+   * When `publish()` of a persisted event resolves (default 'batch'):
+   * - 'always': after an fsync covering its record, started at once (group commit).
+   * - 'batch': after the next group fsync, at most `batchIntervalMs` later (fewer fsyncs).
+   * - 'never': once the record is written to the kernel: survives a crash of this process,
+   *   not of the machine (OS crash, power loss).
+   */
+  fsync?: 'always' | 'batch' | 'never';
+  /** Upper bound of the wait for a group fsync under 'batch' (default 2 ms). */
+  batchIntervalMs?: number;
+  /** Segment file size in bytes (default 64 MiB). */
+  segmentBytes?: number;
 }
 
 type DataOf<E extends EventMap, K> = K extends keyof E ? E[K] : unknown;
@@ -97,7 +117,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   readonly #topics = new Map<string, number | null>();
   readonly #subs = new Set<Subscription>();
   readonly #streams = new Set<EventStream<SluiceEvent>>();
-  #closing: Promise<void> | undefined;
+  #closing: Promise<CloseReport> | undefined;
   #hub: ObserverHub | undefined;
   /** Shared with every subscription: the observers' handler tap while one is needed. */
   readonly #observe: { tap: HandlerTap | undefined } = { tap: undefined };
@@ -116,7 +136,16 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   constructor(options: BusOptions = {}) {
     if (options === null || typeof options !== 'object') throw new InvalidArgument('Bus options must be an object');
     try {
-      this.#native = new NativeBus({ capacity: options.capacity, overflow: options.overflow, source: options.source });
+      const j = options.journal;
+      if (j !== undefined && (j === null || typeof j !== 'object' || typeof j.dir !== 'string')) {
+        throw new InvalidArgument('journal must be an object with a dir');
+      }
+      this.#native = new NativeBus({
+        capacity: options.capacity,
+        overflow: options.overflow,
+        source: options.source,
+        journal: j && { dir: j.dir, fsync: j.fsync, batchIntervalMs: j.batchIntervalMs, segmentBytes: j.segmentBytes },
+      });
     } catch (e) {
       throw fromNative(e);
     }
@@ -416,9 +445,11 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
 
   /**
    * Stops accepting events, lets handlers drain what is queued (until `ctx` ends, if given), then
-   * closes every subscription. Whatever was left is counted as dropped (closed).
+   * closes every subscription. Whatever was left is counted as dropped (closed), except what
+   * durable subscriptions did not acknowledge: the journal is flushed, fsynced and closed, and
+   * keeps it for the next process (reported as `unacknowledged`).
    */
-  close(options: CloseOptions = {}): Promise<void> {
+  close(options: CloseOptions = {}): Promise<CloseReport> {
     return (this.#closing ??= this.#close(options.ctx));
   }
 
@@ -426,7 +457,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     await this.close();
   }
 
-  async #close(ctx: Context | undefined): Promise<void> {
+  async #close(ctx: Context | undefined): Promise<CloseReport> {
     this.#native.close();
     const drained = Promise.all([...this.#subs].map((s) => s.idle()));
     if (ctx) {
@@ -447,6 +478,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     for (const s of [...this.#subs]) s.unsubscribe();
     for (const s of [...this.#streams]) s.close();
     await this.#hub?.close();
+    return { unacknowledged: this.#call(() => this.#native.closeJournal()) };
   }
 
   /**

@@ -64,6 +64,44 @@ export class IsolationUnavailable extends SluiceError {
   }
 }
 
+/** The local journal failed. `code` says how: the subclasses below, or `ERR_JOURNAL_CLOSED`, `ERR_JOURNAL_UNKNOWN_CONSUMER`, `ERR_JOURNAL_INVALID`. */
+export class JournalError extends SluiceError {}
+
+/** I/O error (EIO, a failed fsync: the journal stays unusable until reopened). */
+export class JournalIoError extends JournalError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_JOURNAL_IO', message, options);
+  }
+}
+
+/** The file system is full (ENOSPC, EDQUOT). Nothing acknowledged before is lost. */
+export class JournalFull extends JournalError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_JOURNAL_FULL', message, options);
+  }
+}
+
+/** The directory or file system cannot be written (EROFS, EACCES, EPERM). */
+export class JournalReadOnly extends JournalError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_JOURNAL_READONLY', message, options);
+  }
+}
+
+/** Another journal (this process or another) has the directory open. */
+export class JournalLocked extends JournalError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_JOURNAL_LOCKED', message, options);
+  }
+}
+
+/** Damage a crash cannot explain (not a torn last record); the files are left untouched. */
+export class JournalCorrupt extends JournalError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_JOURNAL_CORRUPT', message, options);
+  }
+}
+
 /** A WASM handler or module failed: `ERR_COMPILE`, `ERR_TRAP`, `ERR_TIMEOUT`, `ERR_MEMORY_LIMIT`, … */
 export class SandboxError extends SluiceError {}
 
@@ -90,6 +128,11 @@ const byCode: Record<string, new (message: string, options?: { cause?: unknown }
   ERR_ENCODE: EncodeError,
   ERR_UNSUPPORTED: Unsupported,
   ERR_ISOLATION_UNAVAILABLE: IsolationUnavailable,
+  ERR_JOURNAL_IO: JournalIoError,
+  ERR_JOURNAL_FULL: JournalFull,
+  ERR_JOURNAL_READONLY: JournalReadOnly,
+  ERR_JOURNAL_LOCKED: JournalLocked,
+  ERR_JOURNAL_CORRUPT: JournalCorrupt,
 };
 
 /** Maps an error thrown by the native binding to its typed class. */
@@ -106,5 +149,6 @@ export function fromNative(e: unknown): Error {
   const Ctor = byCode[m[1]!];
   if (Ctor) return new Ctor(m[2]!, { cause: e });
   if (sandboxCodes.has(m[1]!)) return new SandboxError(m[1]!, m[2]!, { cause: e });
+  if (m[1]!.startsWith('ERR_JOURNAL_')) return new JournalError(m[1]!, m[2]!, { cause: e });
   return new SluiceError(m[1]!, m[2]!, { cause: e });
 }

@@ -1,4 +1,4 @@
-export { Bus, type BusOptions } from './bus.js';
+export { Bus, type BusOptions, type JournalOptions } from './bus.js';
 export { Context } from './context.js';
 export { Subscription } from './subscription.js';
 export { EventStream } from './stream.js';
@@ -19,17 +19,25 @@ export {
   Unsupported,
   IsolationUnavailable,
   SandboxError,
+  JournalError,
+  JournalIoError,
+  JournalFull,
+  JournalReadOnly,
+  JournalLocked,
+  JournalCorrupt,
 } from './errors.js';
 export type {
   BusStats,
   CloseOptions,
   DeliveryGuarantee,
   DeliveryOptions,
+  CloseReport,
   EventFor,
   EventMap,
   Filter,
   FilterOp,
   Handler,
+  JournalStats,
   Overflow,
   PublishOptions,
   QueueOptions,

@@ -91,7 +91,13 @@ export interface RetryOptions {
  * ordering, a dedupe window. See docs/delivery.md.
  */
 export interface DeliveryOptions {
-  /** 'at-most-once' (default): a failure is final. 'at-least-once': retried per `retry`. */
+  /**
+   * 'at-most-once' (default): a failure is final. 'at-least-once': retried per `retry`; on a bus
+   * with a journal the subscription is also durable (it needs a `name`): events are persisted
+   * before `publish()` resolves and released when settled, and a subscription of the same name
+   * in a later process first receives what was not. Its queue never blocks or drops: what does
+   * not fit stays in the journal. See docs/journal.md.
+   */
   deliveryGuarantee?: DeliveryGuarantee;
   retry?: RetryOptions;
   /** Topic that receives `{ reason, attempts, subscription, deadLetteredAt, event }` for each
@@ -114,6 +120,7 @@ export interface SubscribeOptions<Ev> extends QueueOptions, DeliveryOptions {
   onError?: (error: unknown, event: Ev) => void;
   /** Events taken from the core per wake of the JS thread (default 256). */
   batchSize?: number;
+  /** Shown in `stats()`; on a bus with a journal, the durable subscription's identity. */
   name?: string;
 }
 
@@ -178,6 +185,34 @@ export interface SubscriptionStats {
   inFlight: number;
   retrying: number;
   held: number;
+  /** Journal-backed (at-least-once with a name, on a bus with a journal). */
+  durable: boolean;
+  /** Events that found the queue full and went to (or stayed in) the journal. */
+  spilled: number;
+  /** Spill writes that failed (disk full, read-only); the publisher got the error. */
+  spillErrors: number;
+}
+
+export interface JournalStats {
+  dir: string;
+  fsync: 'always' | 'batch' | 'never';
+  closed: boolean;
+  segments: number;
+  bytes: number;
+  appended: number;
+  acknowledged: number;
+  /** Events durable subscriptions have not acknowledged (kept on disk for a later process). */
+  unacknowledged: number;
+  /** Journal writes of `tryPublish` calls that failed after the call had returned. */
+  lostAfterReturn: number;
+  /** What opening the journal found. */
+  recovered: { events: number; unacknowledged: number; truncatedBytes: number; durationMs: number };
+}
+
+/** What `bus.close()` left behind. */
+export interface CloseReport {
+  /** Events durable subscriptions did not acknowledge; persisted, delivered again to a subscription of the same name after a restart. 0 without a journal. */
+  unacknowledged: number;
 }
 
 export interface BusStats {
@@ -202,4 +237,6 @@ export interface BusStats {
   deployments?: import('./deployment.js').DeploymentInfo[];
   /** Present once an observer was registered: the observers' own counters (losses, failures). */
   observers?: import('./observe/hub.js').ObserverStats;
+  /** Present on a bus with a journal. */
+  journal?: JournalStats;
 }

@@ -2,8 +2,11 @@
 //! subscription's overflow policy. Publishing never takes a lock on the route table.
 
 use crate::context::{unix_now_ms, Context};
-use crate::delivery::{dead_letter, DeadLetterStats, DeliveryEnv, SettleHook};
+use crate::delivery::{dead_letter, DeadLetterStats, DeliveryEnv, Guarantee, SettleHook};
 use crate::filter::FilterChain;
+use crate::durable::backlog::SubJournal;
+use crate::durable::notify::DurableWait;
+use crate::durable::{Durable, DurableStats, JournalConfig, SPILL_PREFIX};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Encoding, Event, EventId, EventInit};
 use crate::observe::{reason, Kind, Recorder};
@@ -28,11 +31,13 @@ pub struct BusOptions {
     pub overflow: Overflow,
     /// The CloudEvents `source` of events published here.
     pub source: String,
+    /// The local journal behind at-least-once subscriptions and `spill`.
+    pub journal: Option<JournalConfig>,
 }
 
 impl Default for BusOptions {
     fn default() -> Self {
-        BusOptions { capacity: 1024, overflow: Overflow::Block, source: "sluice".into() }
+        BusOptions { capacity: 1024, overflow: Overflow::Block, source: "sluice".into(), journal: None }
     }
 }
 
@@ -58,7 +63,7 @@ impl Totals {
     fn add(&mut self, s: &SubscriptionStats) {
         self.depth += s.queue.depth;
         self.delivered += s.queue.delivered;
-        self.dropped += s.queue.dropped();
+        self.dropped += s.queue.dropped() + s.spill_errors;
         self.expired += s.queue.expired;
         self.failed += s.queue.failed;
         self.filtered += s.filtered;
@@ -83,10 +88,13 @@ pub struct BusStats {
     pub dead_letters: DeadLetterStats,
     /// Live subscriptions only.
     pub subscriptions: Vec<SubscriptionStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<DurableStats>,
 }
 
 pub struct Bus {
-    router: Router,
+    pub(crate) router: Router,
+    pub(crate) durable: Option<Arc<Durable>>,
     defaults: BusOptions,
     origin: Arc<Origin>,
     seq: AtomicU64,
@@ -112,11 +120,13 @@ pub enum Delivery {
 }
 
 pub struct PendingPublish {
-    ev: Arc<Event>,
-    waiting: Vec<Arc<Subscription>>,
-    ctx: Option<Context>,
+    pub(crate) ev: Arc<Event>,
+    /// The journal's fsync of this publish's records (durable subscriptions, spill).
+    pub(crate) durable: Option<Arc<DurableWait>>,
+    pub(crate) waiting: Vec<Arc<Subscription>>,
+    pub(crate) ctx: Option<Context>,
     /// An `error`-policy refusal seen while offering, reported after the waits finish.
-    refused: Option<Error>,
+    pub(crate) refused: Option<Error>,
 }
 
 impl PendingPublish {
@@ -132,6 +142,21 @@ impl PendingPublish {
     /// every one took it (or closed); `Ok(false)` while some are full — register `on_progress`
     /// and call again; the Context's end is an error (counted as `dropped_canceled`).
     pub fn try_progress(&mut self) -> Result<bool> {
+        if let Some(w) = &self.durable {
+            // The journal's answer first: a persisted event is not canceled by the Context.
+            match w.result() {
+                None if self.waiting.is_empty() => return Ok(false),
+                None => {}
+                Some(Err(e)) => {
+                    self.durable = None;
+                    for sub in self.waiting.drain(..) {
+                        sub.queue().count_canceled();
+                    }
+                    return Err(e);
+                }
+                Some(Ok(())) => self.durable = None,
+            }
+        }
         if let Some(e) = self.ctx.as_ref().and_then(Context::error) {
             for sub in self.waiting.drain(..) {
                 sub.queue().count_canceled();
@@ -140,7 +165,7 @@ impl PendingPublish {
         }
         let ev = &self.ev;
         self.waiting.retain(|sub| matches!(sub.queue().try_place(ev), Ok(false)));
-        if !self.waiting.is_empty() {
+        if !self.waiting.is_empty() || self.durable.is_some() {
             return Ok(false);
         }
         self.refused.take().map_or(Ok(true), Err)
@@ -149,9 +174,10 @@ impl PendingPublish {
     /// Calls `f` (once, from whichever thread frees space) when `try_progress` may get further.
     /// The Context's end is not reported here: the caller watches it (a JS AbortSignal).
     pub fn on_progress(&self, f: Arc<dyn Fn() + Send + Sync>) {
-        match self.waiting.first() {
-            Some(sub) => sub.queue().on_space(Box::new(move || f())),
-            None => f(),
+        match (self.waiting.first(), &self.durable) {
+            (Some(sub), _) => sub.queue().on_space(Box::new(move || f())),
+            (None, Some(w)) => w.on_done(f),
+            (None, None) => f(),
         }
     }
 
@@ -160,6 +186,9 @@ impl PendingPublish {
     pub fn wait(mut self) -> Result<()> {
         let waiting = std::mem::take(&mut self.waiting);
         let refused = self.refused.take();
+        if let Some(w) = self.durable.take() {
+            w.wait()?;
+        }
         let mut result = Ok(());
         for sub in &waiting {
             if let Err(e) = sub.queue().push_blocking(self.ev.clone(), self.ctx.as_ref()) {
@@ -273,15 +302,22 @@ impl Bus {
                 defaults.capacity
             )));
         }
-        if defaults.overflow == Overflow::Spill {
-            return Err(Overflow::parse("spill").unwrap_err());
+        if defaults.overflow == Overflow::Spill && defaults.journal.is_none() {
+            return Err(Overflow::spill_needs_journal());
         }
         if defaults.source.is_empty() || defaults.source.len() > MAX_ATTR_BYTES {
             return Err(Error::invalid("source must be a non-empty string of at most 1024 bytes"));
         }
         let origin = Arc::new(Origin { id_prefix: random_prefix().into(), source: defaults.source.clone().into() });
+        let durable = defaults.journal.as_ref().map(Durable::open).transpose()?.map(Arc::new);
+        let delivery = Arc::new(DeliveryEnv::default());
+        if durable.is_some() {
+            // Settle decisions release durable events in the journal.
+            let _ = delivery.hook.set(Arc::new(crate::durable::JournalRelease));
+        }
         Ok(Bus {
             router: Router::default(),
+            durable,
             defaults,
             origin,
             seq: AtomicU64::new(1),
@@ -290,7 +326,7 @@ impl Bus {
             published: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
             retired: std::sync::Mutex::new(Totals::default()),
-            delivery: Arc::new(DeliveryEnv::default()),
+            delivery,
             recorder: Arc::new(Recorder::default()),
         })
     }
@@ -309,11 +345,58 @@ impl Bus {
     pub fn subscribe(&self, pattern: &str, opts: SubscribeOptions) -> Result<Arc<Subscription>> {
         self.check_open()?;
         let pattern = Pattern::parse(pattern)?;
+        let mut opts = opts;
+        opts.delivery.validate()?;
         let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
-        let sub = Arc::new(Subscription::new(id, pattern, opts, self.origin.clone(), self.delivery.clone())?);
+        let journal = self.attach_journal(id, &mut opts)?;
+        let claimed = journal.as_ref().filter(|j| j.is_durable()).map(|j| (j.store().clone(), j.name().to_string()));
+        let sub = match Subscription::new(id, pattern, opts, self.origin.clone(), self.delivery.clone(), journal) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                if let Some((store, name)) = claimed {
+                    store.release_name(&name);
+                }
+                return Err(e);
+            }
+        };
+        // A durable subscription resuming after a restart gets its backlog queued before it
+        // is routed, so its consumer finds events at once.
         sub.queue().set_recorder(self.recorder.clone(), id);
+        sub.refill();
         self.router.add(sub.clone());
         Ok(sub)
+    }
+
+    /// The journal link of a new subscription: durable (at-least-once with a name) or `spill`.
+    fn attach_journal(&self, id: u64, opts: &mut SubscribeOptions) -> Result<Option<SubJournal>> {
+        let Some(store) = &self.durable else {
+            if opts.overflow == Overflow::Spill {
+                return Err(Overflow::spill_needs_journal());
+            }
+            return Ok(None);
+        };
+        if opts.delivery.guarantee == Guarantee::AtLeastOnce {
+            let name = opts.name.clone().ok_or_else(|| {
+                Error::invalid("an at-least-once subscription on a bus with a journal needs a name (its journal consumer)")
+            })?;
+            if name.is_empty() || name.len() > MAX_ATTR_BYTES || name.starts_with('~') {
+                return Err(Error::invalid(format!(
+                    "durable subscription name must be 1 to {MAX_ATTR_BYTES} bytes and not start with '~'"
+                )));
+            }
+            // A durable queue never blocks or drops: what does not fit stays in the journal.
+            opts.overflow = Overflow::Spill;
+            store.claim_name(&name)?;
+            return SubJournal::attach(store.clone(), name.clone(), true).map(Some).inspect_err(|_| store.release_name(&name));
+        }
+        if opts.overflow == Overflow::Spill {
+            return SubJournal::attach(store.clone(), format!("{SPILL_PREFIX}{id}"), false).map(Some);
+        }
+        Ok(None)
+    }
+
+    pub fn durable(&self) -> Option<&Arc<Durable>> {
+        self.durable.as_ref()
     }
 
     /// Default options for a subscription on this bus.
@@ -377,6 +460,7 @@ impl Bus {
             ctx: ctx.filter(|c| c.can_end()).cloned(),
             encoding: init.encoding.unwrap_or(Encoding::Json),
             data: init.data.into_boxed_slice(),
+            journal_seq: Default::default(),
         }))
     }
 
@@ -417,6 +501,7 @@ impl Bus {
             ctx: ctx.filter(|c| c.can_end()).cloned(),
             encoding,
             data: data.into_boxed_slice(),
+            journal_seq: Default::default(),
         }))
     }
 
@@ -435,12 +520,19 @@ impl Bus {
     /// it. A full `block` subscription counts it as `dropped_full`.
     pub fn try_publish_event(&self, ev: Arc<Event>) -> Result<bool> {
         self.check_open()?;
+        if self.durable.is_some() {
+            return self.try_publish_journaled(ev);
+        }
         Ok(self.route_now(ev))
     }
 
     /// `try_publish_event` without the open check: dead letters still flow while a closing
     /// bus drains its handlers.
     fn route_now(&self, ev: Arc<Event>) -> bool {
+        if self.durable.is_some() {
+            // Dead letters reach durable and spilling subscriptions through the journal too.
+            return self.try_publish_journaled(ev).unwrap_or(false);
+        }
         let mut accepted = true;
         let mut matched = false;
         self.router.for_each_route(&ev, |sub| {
@@ -511,6 +603,9 @@ impl Bus {
     /// (the other subscriptions still get the event).
     pub fn publish_event(&self, ev: Arc<Event>, ctx: Option<&Context>) -> Result<Delivery> {
         self.check_open()?;
+        if self.durable.is_some() {
+            return self.publish_journaled(ev, ctx);
+        }
         let mut accepted = true;
         let mut matched = false;
         let mut waiting = Vec::new();
@@ -534,7 +629,7 @@ impl Bus {
         });
         self.count_published(&ev, matched);
         if !waiting.is_empty() {
-            return Ok(Delivery::Pending(PendingPublish { ev, waiting, ctx: ctx.cloned(), refused }));
+            return Ok(Delivery::Pending(PendingPublish { ev, durable: None, waiting, ctx: ctx.cloned(), refused }));
         }
         match refused {
             Some(e) => Err(e),
@@ -595,7 +690,7 @@ impl Bus {
         refused.map_or(Ok(None), Err)
     }
 
-    fn count_published(&self, ev: &Arc<Event>, matched: bool) {
+    pub(crate) fn count_published(&self, ev: &Arc<Event>, matched: bool) {
         self.published.fetch_add(1, Ordering::Relaxed);
         if !matched {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -607,6 +702,13 @@ impl Bus {
     /// `shutdown()` then releases what is left.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+
+    /// Flushes, fsyncs and closes the journal (after `shutdown`). Returns how many events
+    /// durable subscriptions left unacknowledged: they stay persisted for the next process.
+    pub fn close_journal(&self) -> Result<u64> {
+        self.close();
+        self.durable.as_ref().map_or(Ok(0), |d| d.close())
     }
 
     pub fn is_closed(&self) -> bool {
@@ -650,6 +752,7 @@ impl Bus {
             totals,
             dead_letters: self.delivery.dead_letters.stats(),
             subscriptions,
+            journal: self.durable.as_ref().map(|d| d.stats()),
         }
     }
 }

@@ -156,6 +156,7 @@ mod tests {
                 ctx,
                 encoding: enc,
                 data: data.into(),
+                journal_seq: Default::default(),
             })
         };
         let evs = vec![

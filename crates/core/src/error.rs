@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Unsupported,
     /// Event data that could not be encoded or decoded.
     Encode,
+    /// The local journal failed; carries the journal's own stable code (`ERR_JOURNAL_FULL`,
+    /// `ERR_JOURNAL_READONLY`, `ERR_JOURNAL_IO`, `ERR_JOURNAL_LOCKED`, `ERR_JOURNAL_CORRUPT`, …).
+    Journal(&'static str),
 }
 
 impl ErrorKind {
@@ -31,6 +34,7 @@ impl ErrorKind {
             ErrorKind::InvalidArg => "ERR_INVALID_ARG",
             ErrorKind::Unsupported => "ERR_UNSUPPORTED",
             ErrorKind::Encode => "ERR_ENCODE",
+            ErrorKind::Journal(code) => code,
         }
     }
 }
@@ -69,5 +73,15 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<sluice_journal::JournalError> for Error {
+    fn from(e: sluice_journal::JournalError) -> Self {
+        let code = e.code();
+        let text = e.to_string();
+        // The journal's Display starts with its code; keep the message without it.
+        let message = text.strip_prefix(code).and_then(|m| m.strip_prefix(": ")).unwrap_or(&text).to_string();
+        Error::new(ErrorKind::Journal(code), message)
+    }
+}
 
 pub type Result<T> = std::result::Result<T, Error>;

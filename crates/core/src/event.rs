@@ -2,6 +2,7 @@
 //! allocation per publish, however many subscribers see it.
 
 use crate::context::{Context, Deadline};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// How `data` is encoded. JSON payloads are kept as the publisher's UTF-8 JSON text, so they are
@@ -35,6 +36,9 @@ pub struct Event {
     pub ctx: Option<Context>,
     pub encoding: Encoding,
     pub data: Box<[u8]>,
+    /// The journal sequence number a durable subscription acknowledges once its handler is done
+    /// (0: not journaled). Set by the publish that appended the event, before it is queued.
+    pub journal_seq: AtomicU64,
 }
 
 impl Event {

@@ -298,6 +298,7 @@ mod tests {
             ctx: None,
             encoding: Encoding::Json,
             data: data.as_bytes().into(),
+            journal_seq: Default::default(),
         }
     }
 

@@ -13,7 +13,8 @@ pub enum Overflow {
     DropOldest,
     /// The publisher gets `ERR_QUEUE_FULL`.
     Error,
-    /// Spill to the local journal. Needs a journal, which this build does not configure yet.
+    /// Spill to the local journal and flow back in order when the queue has room. Needs a bus
+    /// with a journal (`ERR_UNSUPPORTED` otherwise).
     Spill,
 }
 
@@ -24,14 +25,16 @@ impl Overflow {
             "drop-newest" => Ok(Overflow::DropNewest),
             "drop-oldest" => Ok(Overflow::DropOldest),
             "error" => Ok(Overflow::Error),
-            "spill" => Err(Error::new(
-                ErrorKind::Unsupported,
-                "overflow 'spill' needs a journal (new Bus({ journal })), which is not available in this version",
-            )),
+            "spill" => Ok(Overflow::Spill),
             other => Err(Error::invalid(format!(
                 "unknown overflow policy '{other}' (expected block, drop-newest, drop-oldest, error)"
             ))),
         }
+    }
+
+    /// The error for `spill` on a bus without a journal.
+    pub fn spill_needs_journal() -> Error {
+        Error::new(ErrorKind::Unsupported, "overflow 'spill' needs a journal: new Bus({ journal: { dir } })")
     }
 
     pub fn as_str(self) -> &'static str {

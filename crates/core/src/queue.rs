@@ -118,9 +118,6 @@ type SpaceWaiter = Box<dyn FnOnce() + Send>;
 
 impl Queue {
     pub fn new(capacity: usize, policy: Overflow) -> Result<Queue> {
-        if policy == Overflow::Spill {
-            return Err(Overflow::parse("spill").unwrap_err());
-        }
         if capacity == 0 || capacity > crate::overflow::MAX_CAPACITY {
             // Unchecked, a huge capacity makes ArrayQueue::new abort the process on allocation.
             return Err(Error::invalid(format!(
@@ -310,6 +307,23 @@ impl Queue {
     pub fn count_closed(&self) {
         self.consumer.dropped_closed.fetch_add(1, Ordering::Relaxed);
         self.note(Kind::Dropped, reason::CLOSED, None, 1);
+    }
+
+    /// Counts events dropped at close that were never in the ring (a spill backlog).
+    pub fn count_closed_n(&self, n: u64) {
+        if n > 0 {
+            self.producer.published.fetch_add(n, Ordering::Relaxed);
+            self.consumer.dropped_closed.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Events `close()` counted as dropped that are in fact kept elsewhere (the journal of a
+    /// durable subscription): they leave the books as if never queued.
+    pub fn uncount_closed(&self, n: u64) {
+        if n > 0 {
+            self.consumer.dropped_closed.fetch_sub(n, Ordering::Relaxed);
+            self.producer.published.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// Waits for space (the `block` policy), bounded by `ctx`. Spins briefly, then parks; a

@@ -4,6 +4,7 @@
 use crate::bus::Bus;
 use crate::delivery::state::{Decision, DeliveryState};
 use crate::delivery::{unit_random, Delivered, DeliveryEnv, DeliveryOptions, DeliveryStats, Disposition, Outcome};
+use crate::durable::backlog::SubJournal;
 use crate::error::Result;
 use crate::event::Event;
 use crate::filter::FilterChain;
@@ -42,6 +43,8 @@ pub struct Subscription {
     origin: Arc<Origin>,
     delivery: DeliveryState,
     env: Arc<DeliveryEnv>,
+    /// Durable or `spill` subscriptions on a bus with a journal.
+    journal: Option<SubJournal>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -57,6 +60,13 @@ pub struct SubscriptionStats {
     pub queue: QueueStats,
     #[serde(flatten)]
     pub delivery: DeliveryStats,
+    /// Journal-backed: acknowledged through the journal and resumed by name after a restart.
+    pub durable: bool,
+    /// Events that found the queue full and went to (or stayed in) the journal.
+    pub spilled: u64,
+    /// Spill writes that failed (disk full, read-only): the publisher got the error; counted as
+    /// dropped.
+    pub spill_errors: u64,
 }
 
 impl Subscription {
@@ -66,6 +76,7 @@ impl Subscription {
         opts: SubscribeOptions,
         origin: Arc<Origin>,
         env: Arc<DeliveryEnv>,
+        journal: Option<SubJournal>,
     ) -> Result<Self> {
         opts.delivery.validate()?;
         Ok(Subscription {
@@ -78,6 +89,7 @@ impl Subscription {
             origin,
             delivery: DeliveryState::new(opts.delivery),
             env,
+            journal,
         })
     }
 
@@ -93,6 +105,40 @@ impl Subscription {
     pub fn queue(&self) -> &Queue {
         &self.queue
     }
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    pub fn journal(&self) -> Option<&SubJournal> {
+        self.journal.as_ref()
+    }
+    pub fn is_durable(&self) -> bool {
+        self.journal.as_ref().is_some_and(SubJournal::is_durable)
+    }
+
+    /// Runs the filter chain only (journal-backed subscriptions are offered under the journal's
+    /// publish lock, after the append).
+    pub(crate) fn accepts(&self, ev: &Event) -> bool {
+        if let Some(f) = &self.filter {
+            if !f.accepts(ev) {
+                self.filtered.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The queue's events, refilled first from the journal while a backlog waits there.
+    fn take_queue(&self, max: usize, out: &mut Vec<Arc<Event>>) -> usize {
+        self.refill();
+        self.queue.take(max, out)
+    }
+
+    /// Fills the queue from the journal while a backlog is waiting there.
+    pub fn refill(&self) {
+        if let Some(j) = &self.journal {
+            j.refill(&self.queue);
+        }
+    }
 
     /// Runs the filter chain, then offers the event to the queue.
     /// `None` means the filter turned it away.
@@ -106,10 +152,6 @@ impl Subscription {
         Some(self.queue.offer(ev.clone()))
     }
 
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
     pub fn delivery_options(&self) -> &DeliveryOptions {
         &self.delivery.opts
     }
@@ -117,7 +159,7 @@ impl Subscription {
     /// Takes events that are acknowledged on receipt (a stream's consumer never settles).
     pub fn take(&self, max: usize, out: &mut Vec<Arc<Event>>) -> usize {
         if !self.delivery.tracked() {
-            let n = self.queue.take(max, out);
+            let n = self.take_queue(max, out);
             self.delivery.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
             return n;
         }
@@ -145,7 +187,7 @@ impl Subscription {
         let before = out.len();
         if !self.delivery.tracked() {
             let mut evs = Vec::new();
-            let n = self.queue.take(max, &mut evs);
+            let n = self.take_queue(max, &mut evs);
             self.delivery.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
             out.extend(evs.into_iter().map(|event| Delivered { tag: 0, attempt: 1, event }));
             return n;
@@ -166,7 +208,7 @@ impl Subscription {
                 break;
             }
             evs.clear();
-            if self.queue.take(room, &mut evs) == 0 {
+            if self.take_queue(room, &mut evs) == 0 {
                 break;
             }
             for dup in self.delivery.admit(std::mem::take(&mut evs), out) {
@@ -300,9 +342,12 @@ impl Subscription {
     }
 
     /// Closes the queue (what is queued is counted `droppedClosed`) and abandons what is in
-    /// flight (moved from `delivered` to `droppedClosed`; a later settle of it is ignored).
+    /// flight (moved from `delivered` to `droppedClosed`; a later settle of it is ignored). A
+    /// spill subscription's events still in the journal are dropped and counted like queued
+    /// ones; a durable subscription's queued and in-flight events are not counted as dropped:
+    /// they stay unacknowledged in the journal for the next subscriber of that name.
     pub fn close(&self) -> u64 {
-        let n = self.queue.close();
+        let queued = self.queue.close();
         let abandoned = self.delivery.close();
         if !abandoned.is_empty() {
             self.queue.return_undelivered(abandoned.len() as u64);
@@ -310,7 +355,21 @@ impl Subscription {
                 self.hook(ev, &Disposition::Abandoned);
             }
         }
-        n + abandoned.len() as u64
+        let abandoned = abandoned.len() as u64;
+        match &self.journal {
+            Some(j) if j.is_durable() => {
+                // Queued and in-flight events are still unacknowledged in the journal.
+                self.queue.uncount_closed(queued + abandoned);
+                j.detach();
+                0
+            }
+            Some(j) => {
+                let spilled = j.detach();
+                self.queue.count_closed_n(spilled);
+                queued + abandoned + spilled
+            }
+            None => queued + abandoned,
+        }
     }
 
     pub fn stats(&self) -> SubscriptionStats {
@@ -322,6 +381,9 @@ impl Subscription {
             filtered: self.filtered.load(Ordering::Relaxed),
             queue: self.queue.stats(),
             delivery: self.delivery.stats(),
+            durable: self.is_durable(),
+            spilled: self.journal.as_ref().map_or(0, |j| j.spilled.load(Ordering::Relaxed)),
+            spill_errors: self.journal.as_ref().map_or(0, |j| j.spill.errors.load(Ordering::Relaxed)),
         }
     }
 }

@@ -15,16 +15,15 @@ fn code<T>(r: Result<T>) -> &'static str {
 }
 
 #[test]
-fn capacity_zero_and_spill_are_refused() {
+fn capacity_zero_and_spill_without_a_journal_are_refused() {
     assert_eq!(code(Bus::new(BusOptions { capacity: 0, ..Default::default() })), "ERR_INVALID_ARG");
     assert_eq!(code(Bus::new(BusOptions { overflow: Overflow::Spill, ..Default::default() })), "ERR_UNSUPPORTED");
     let bus = bus(4, Overflow::Block);
     assert_eq!(code(bus.subscribe("a.b", opts(0, Overflow::Block))), "ERR_INVALID_ARG");
     assert_eq!(code(bus.subscribe("a.b", opts(4, Overflow::Spill))), "ERR_UNSUPPORTED");
     assert!(bus.subscriptions().is_empty(), "a refused subscription is not routed");
-    assert_eq!(code(Overflow::parse("spill")), "ERR_UNSUPPORTED");
     assert_eq!(code(Overflow::parse("fast")), "ERR_INVALID_ARG");
-    for p in ["block", "drop-newest", "drop-oldest", "error"] {
+    for p in ["block", "drop-newest", "drop-oldest", "error", "spill"] {
         assert_eq!(Overflow::parse(p).unwrap().as_str(), p);
     }
     for bad in [0, -1, i64::MIN, (1 << 24) + 1] {

@@ -563,6 +563,10 @@ impl Journal {
         let r = i.sync_until(Target::Lsn(lsn));
         // Wake batch waiters: they re-check and see either durability or the close.
         i.dur.cv.notify_all();
+        // Release the directory now, not when the last handle drops: a closed journal writes
+        // nothing more, and the same process may open the directory again at once.
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        unsafe { libc::flock(i._lock.as_raw_fd(), libc::LOCK_UN) };
         r
     }
 

@@ -7,15 +7,33 @@ use crate::subscription::NativeSubscription;
 use napi::bindgen_prelude::{AsyncTask, External, Uint8Array};
 use napi_derive::napi;
 use sluice_core::overflow::validate_capacity;
-use sluice_core::{Bus, BusOptions, Delivery, Encoding, EventInit, FilterChain, Overflow};
+use sluice_core::{Bus, BusOptions, Delivery, Encoding, EventInit, FilterChain, Fsync, JournalConfig, Overflow};
 use sluice_sandbox::{DeploySpec, Deployments, Isolation, SandboxOptions};
 use std::sync::Arc;
+
+#[napi(object)]
+pub struct JournalInit {
+    pub dir: String,
+    pub fsync: Option<String>,
+    pub batch_interval_ms: Option<f64>,
+    pub segment_bytes: Option<f64>,
+}
 
 #[napi(object)]
 pub struct BusInit {
     pub capacity: Option<f64>,
     pub overflow: Option<String>,
     pub source: Option<String>,
+    pub journal: Option<JournalInit>,
+}
+
+fn journal_config(j: JournalInit) -> sluice_core::Result<JournalConfig> {
+    let interval = j.batch_interval_ms.map(|v| whole(v, "journal.batchIntervalMs")).transpose()?;
+    Ok(JournalConfig {
+        dir: j.dir.into(),
+        fsync: Fsync::parse(j.fsync.as_deref().unwrap_or("batch"), interval)?,
+        segment_bytes: j.segment_bytes.map(|v| whole(v, "journal.segmentBytes")).transpose()?,
+    })
 }
 
 #[napi(object)]
@@ -127,6 +145,7 @@ impl NativeBus {
                 capacity: capacity(init.capacity, d.capacity)?,
                 overflow: init.overflow.as_deref().map(Overflow::parse).transpose()?.unwrap_or(d.overflow),
                 source: init.source.unwrap_or(d.source),
+                journal: init.journal.map(journal_config).transpose()?,
             };
             let inner = Arc::new(Bus::new(opts)?);
             Ok(NativeBus { deployments: Arc::new(Deployments::new(inner.clone())), inner })
@@ -284,6 +303,13 @@ impl NativeBus {
                 spec: deploy_spec(init, &self.inner)?,
             }))
         })
+    }
+
+    /// Flushes, fsyncs and closes the journal (after `shutdown`); returns how many events stay
+    /// unacknowledged on disk. 0 without a journal.
+    #[napi]
+    pub fn close_journal(&self) -> napi::Result<f64> {
+        guard(|| Ok(self.inner.close_journal()? as f64))
     }
 
     #[napi(getter)]

@@ -118,5 +118,7 @@ fn again(ev: &Event, ctx: Option<&Context>) -> Arc<Event> {
         ctx: ctx.filter(|c| c.can_end()).cloned(),
         encoding: ev.encoding,
         data: ev.data.clone(),
+        // A replay is a new publish: the journal gives it a new sequence number.
+        journal_seq: Default::default(),
     })
 }
