@@ -469,6 +469,7 @@ mod tests {
             ctx: None,
             encoding: Encoding::Json,
             data: Box::new([]),
+            journal_seq: Default::default(),
         })
     }
 
