@@ -42,6 +42,11 @@ export declare class NativeBus {
   shutdown(): number
   /** Compiles `wasm` off the JS thread and starts it on its topics. */
   deploy(name: string, wasm: Uint8Array, init: DeployInit): Promise<NativeDeployment>
+  /**
+   * Flushes, fsyncs and closes the journal (after `shutdown`); returns how many events stay
+   * unacknowledged on disk. 0 without a journal.
+   */
+  closeJournal(): number
   get closed(): boolean
   /** The lifecycle recorder that observers drain (see `crates/node/src/observe.rs`). */
   recorder(): NativeRecorder
@@ -179,6 +184,7 @@ export interface BusInit {
   capacity?: number
   overflow?: string
   source?: string
+  journal?: JournalInit
 }
 
 export interface DeliveryInit {
@@ -208,6 +214,13 @@ export interface DeployInit {
   delivery?: DeliveryInit
   /** `in-process` (default), `process`, `process-if-available`. */
   isolation?: string
+}
+
+export interface JournalInit {
+  dir: string
+  fsync?: string
+  batchIntervalMs?: number
+  segmentBytes?: number
 }
 
 /** Optional CloudEvents attributes of one publish. */
