@@ -132,7 +132,7 @@ fn main() {
         } else {
             Isolation::InProcess
         };
-        let spec = DeploySpec { topics: vec!["order.created".into()], capacity: Some(65_536), overflow: None, delivery: Default::default(), sandbox: options(), isolation };
+        let spec = DeploySpec { topics: vec!["order.created".into()], capacity: Some(65_536), overflow: None, delivery: Default::default(), sandbox: options(), isolation, labels: Default::default() };
         let dep = deployments.deploy("bench", &module, &spec).unwrap();
         let events = n / 2;
         let data = br#"{"id":"o-1234567","amount":42,"currency":"EUR","customer":"c-98765"}"#.to_vec();

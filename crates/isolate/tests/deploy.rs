@@ -24,6 +24,7 @@ fn spec(concurrency: usize) -> DeploySpec {
         delivery: Default::default(),
         sandbox,
         isolation: Isolation::Process { factory: Arc::new(factory), fallback: false },
+        labels: Default::default(),
     }
 }
 

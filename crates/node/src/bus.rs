@@ -60,6 +60,8 @@ pub struct DeployInit {
     pub delivery: Option<DeliveryInit>,
     /// `in-process` (default), `process`, `process-if-available`.
     pub isolation: Option<String>,
+    /// Matched by rollout label selectors.
+    pub labels: Option<std::collections::HashMap<String, String>>,
 }
 
 /// A whole non-negative number from JS, or a typed error naming the option.
@@ -96,6 +98,7 @@ fn deploy_spec(init: DeployInit, bus: &Bus) -> sluice_core::Result<DeploySpec> {
                 sluice_core::Error::invalid(format!("isolation must be 'in-process', 'process' or 'process-if-available', got '{name}'"))
             })?,
         },
+        labels: init.labels.map(|l| l.into_iter().collect()).unwrap_or_default(),
     })
 }
 

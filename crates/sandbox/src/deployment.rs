@@ -4,7 +4,7 @@
 //! Allowed guest emits are published back into the bus under the parent event's Context and
 //! trace context.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -15,9 +15,10 @@ use sluice_core::{Bus, DeliveryOptions, Overflow, SubscribeOptions, Subscription
 
 use crate::dispatch::{worker_loop, Wakeup};
 use crate::error::SandboxError;
-use crate::pool::{Sandbox, SandboxOptions};
+use crate::pool::SandboxOptions;
+use crate::registry::{module_hash, HandlerModule, ModuleRegistry};
 use crate::remote::{remote_loop, RemoteFactory, RemoteInfo, RemoteState};
-use crate::registry::{module_hash, ModuleRegistry};
+use crate::rollout::{Rollout, RolloutInfo, RolloutSpec, Traffic};
 use crate::SandboxEngine;
 
 /// Errors of deploy/undeploy: the sandbox's codes (`ERR_COMPILE`, …) or the bus's
@@ -53,7 +54,7 @@ fn invalid(message: impl Into<String>) -> DeployError {
 }
 
 /// What to deploy besides the module bytes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct DeploySpec {
     /// Topics or patterns the handler consumes.
     pub topics: Vec<String>,
@@ -64,6 +65,8 @@ pub struct DeploySpec {
     pub delivery: DeliveryOptions,
     pub sandbox: SandboxOptions,
     pub isolation: Isolation,
+    /// Matched by a rollout's label selector (`{ env: 'staging' }`).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Where the handler runs.
@@ -98,7 +101,8 @@ pub(crate) struct Shared {
 
 /// What runs the events: the in-process pool or helper processes.
 enum Exec {
-    InProcess(Arc<Sandbox>),
+    /// The versions of the handler and the routing between them (`rollout`).
+    InProcess(Arc<Rollout>),
     Remote { hash: String, options: SandboxOptions, state: Arc<RemoteState> },
 }
 
@@ -146,6 +150,10 @@ pub struct DeploymentInfo {
     pub latency_us: LatencyInfo,
     pub subscriptions: Vec<SubscriptionStats>,
     pub running: bool,
+    /// Versions, the rollout in progress, shadow comparisons, last rollback, audit trail
+    /// (in-process deployments; empty for helper processes, which do not roll out yet).
+    #[serde(flatten)]
+    pub rollout: RolloutInfo,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -185,18 +193,17 @@ pub struct LatencyInfo {
 }
 
 impl Deployment {
-    /// Builds the sandbox (first instance created, so a bad `sluice_init` fails here), creates
-    /// the rest of the instances, subscribes, and starts the workers.
-    fn start(name: &str, bus: Arc<Bus>, sandbox: Arc<Sandbox>, spec: &DeploySpec) -> Result<Arc<Deployment>, DeployError> {
+    /// Subscribes and starts the workers on the first version (already activated, so a bad
+    /// `sluice_init` failed before this).
+    fn start(name: &str, bus: Arc<Bus>, versions: Arc<Rollout>, spec: &DeploySpec) -> Result<Arc<Deployment>, DeployError> {
         if spec.topics.is_empty() {
             return Err(invalid("a deployment needs at least one topic"));
         }
-        sandbox.prewarm()?;
         let (subs, shared) = subscribe(name, &bus, spec)?;
         let dep = Arc::new(Deployment {
             name: name.to_owned(),
             bus,
-            exec: Exec::InProcess(sandbox),
+            exec: Exec::InProcess(versions),
             degraded: OnceLock::new(),
             subs,
             shared,
@@ -207,13 +214,13 @@ impl Deployment {
         let mut workers = Vec::with_capacity(concurrency);
         for i in 0..concurrency {
             let d = dep.clone();
-            let Exec::InProcess(sandbox) = &dep.exec else { unreachable!() };
-            let sandbox = sandbox.clone();
+            let Exec::InProcess(versions) = &dep.exec else { unreachable!() };
+            let versions = versions.clone();
             let handle = thread::Builder::new()
                 .name(format!("sluice-wasm-{name}-{i}"))
                 // Room for the wasm stack budget plus the host's own frames.
                 .stack_size(4 << 20)
-                .spawn(move || worker_loop(&d.bus, &sandbox, &d.subs, &d.shared))
+                .spawn(move || worker_loop(&d.bus, &versions, &d.subs, &d.shared))
                 .map_err(|e| DeployError { code: "ERR_INSTANTIATE", message: format!("cannot start a worker: {e}") })?;
             workers.push(handle);
         }
@@ -313,11 +320,51 @@ impl Deployment {
         &self.name
     }
 
-    pub fn hash(&self) -> &str {
+    /// `sha256:` of the current version.
+    pub fn hash(&self) -> String {
         match &self.exec {
-            Exec::InProcess(sandbox) => sandbox.hash(),
-            Exec::Remote { hash, .. } => hash,
+            Exec::InProcess(versions) => versions.current_hash(),
+            Exec::Remote { hash, .. } => hash.clone(),
         }
+    }
+
+    fn versions(&self) -> Result<&Arc<Rollout>, DeployError> {
+        match &self.exec {
+            Exec::InProcess(versions) => Ok(versions),
+            Exec::Remote { .. } => Err(DeployError {
+                code: "ERR_UNSUPPORTED",
+                message: "rollout of process-isolated deployments is not available in this version".into(),
+            }),
+        }
+    }
+
+    /// Compiles `bytes` (cached by hash) and routes them as the candidate per `spec`; the
+    /// candidate's bytes again change its rule. Refused, changing nothing, when the hash is not
+    /// `spec.expected_hash` (`ERR_HASH_MISMATCH`), the module does not compile or satisfy the
+    /// ABI (`ERR_COMPILE`) or cannot start (`ERR_INSTANTIATE`, …). Compiles on the calling
+    /// thread: callers keep it off the JS thread. Returns the candidate's hash.
+    pub fn rollout(&self, bytes: &[u8], spec: &RolloutSpec, actor: Option<&str>) -> Result<String, DeployError> {
+        let versions = self.versions()?;
+        let module = compile_expected(bytes, spec.expected_hash.as_deref())?;
+        versions.rollout(&module, spec, actor)?;
+        Ok(module.hash().to_owned())
+    }
+
+    /// Changes the candidate's share (`ERR_NO_CANDIDATE` without one).
+    pub fn set_traffic(&self, traffic: &Traffic, actor: Option<&str>) -> Result<(), DeployError> {
+        self.versions()?.set_traffic(traffic, actor)
+    }
+
+    /// Makes the candidate current; returns its hash.
+    pub fn promote(&self, actor: Option<&str>) -> Result<String, DeployError> {
+        self.versions()?.promote(actor)
+    }
+
+    /// Drops the candidate, or returns to the previous version, or (`to_hash`) restores an
+    /// earlier version still in the module registry. Returns the hash now current.
+    pub fn rollback(&self, to_hash: Option<&str>, actor: Option<&str>, reason: Option<&str>) -> Result<String, DeployError> {
+        let lookup = |h: &str| registry().ok().and_then(|r| r.get(h));
+        self.versions()?.rollback(to_hash, lookup, actor, reason)
     }
     /// Unsubscribes (what is queued is counted as dropped, closed), lets each worker finish the
     /// event in its hands, and joins the workers.
@@ -333,11 +380,15 @@ impl Deployment {
         for w in workers {
             let _ = w.join();
         }
+        if let Exec::InProcess(versions) = &self.exec {
+            versions.stop();
+        }
     }
 
+    /// Counters are totals over every version; `versions` has them per version.
     pub fn info(&self) -> DeploymentInfo {
         let (s, helpers) = match &self.exec {
-            Exec::InProcess(sandbox) => (sandbox.info(), Vec::new()),
+            Exec::InProcess(versions) => (versions.totals_info(), Vec::new()),
             Exec::Remote { hash, options, state } => (remote_sandbox_info(hash, options, state), state.executors.lock().unwrap().clone()),
         };
         let sandbox_level = match (&self.exec, helpers.first()) {
@@ -384,6 +435,10 @@ impl Deployment {
             },
             subscriptions: self.subs.iter().map(|s| s.stats()).collect(),
             running: !self.shared.stop.load(Ordering::Relaxed),
+            rollout: match &self.exec {
+                Exec::InProcess(versions) => versions.info(),
+                Exec::Remote { .. } => RolloutInfo::default(),
+            },
         }
     }
 }
@@ -465,6 +520,20 @@ impl Drop for Deployment {
     }
 }
 
+/// Compiles through the registry after checking the bytes are the ones expected.
+fn compile_expected(bytes: &[u8], expected: Option<&str>) -> Result<Arc<HandlerModule>, DeployError> {
+    if let Some(want) = expected {
+        let got = module_hash(bytes);
+        if got != want {
+            return Err(DeployError {
+                code: "ERR_HASH_MISMATCH",
+                message: format!("the module's hash is {got}, expected {want}"),
+            });
+        }
+    }
+    Ok(registry()?.compile(bytes)?)
+}
+
 fn registry() -> Result<&'static ModuleRegistry, DeployError> {
     static REGISTRY: OnceLock<ModuleRegistry> = OnceLock::new();
     if let Some(r) = REGISTRY.get() {
@@ -523,9 +592,13 @@ impl Deployments {
         let dep = match dep {
             Some(dep) => dep,
             None => {
+                if spec.topics.is_empty() {
+                    return Err(invalid("a deployment needs at least one topic"));
+                }
                 let module = registry()?.compile(bytes)?;
-                let sandbox = Arc::new(Sandbox::new(module, spec.sandbox.clone())?);
-                let dep = Deployment::start(name, self.bus.clone(), sandbox, spec)?;
+                let versions =
+                    Rollout::start(name, module, spec.sandbox.clone(), spec.labels.clone(), self.bus.recorder().clone(), None)?;
+                let dep = Deployment::start(name, self.bus.clone(), versions, spec)?;
                 if let Some(reason) = degraded {
                     let _ = dep.degraded.set(reason);
                 }

@@ -14,7 +14,8 @@ use sluice_core::{Bus, Context, Delivered, Delivery, Encoding, Event, EventId, E
 use crate::deployment::Shared;
 use crate::envelope::Envelope;
 use crate::host::Emit;
-use crate::pool::{Outcome, Sandbox};
+use crate::pool::Outcome;
+use crate::rollout::Rollout;
 use crate::record;
 use sluice_core::Outcome as Settle;
 
@@ -63,7 +64,7 @@ impl Wakeup {
     }
 }
 
-pub(crate) fn worker_loop(bus: &Bus, sandbox: &Sandbox, subs: &[Arc<Subscription>], shared: &Shared) {
+pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscription>], shared: &Shared) {
     let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
     let mut id = String::new();
     let mut idle_since: Option<Instant> = None;
@@ -78,7 +79,7 @@ pub(crate) fn worker_loop(bus: &Bus, sandbox: &Sandbox, subs: &[Arc<Subscription
             }
             got += n;
             for d in batch.drain(..) {
-                handle_one(bus, sandbox, sub, &d, shared, &mut id);
+                handle_one(bus, versions, sub, &d, shared, &mut id);
             }
         }
         if got > 0 {
@@ -105,7 +106,7 @@ pub(crate) fn render_id(sub: &Subscription, ev: &Event, out: &mut String) {
     }
 }
 
-fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Arc<Subscription>, d: &Delivered, shared: &Shared, id: &mut String) {
+fn handle_one(bus: &Bus, versions: &Rollout, sub: &Arc<Subscription>, d: &Delivered, shared: &Shared, id: &mut String) {
     let ev = &d.event;
     // Waiting behind earlier events of the batch may have outlived the event's Context.
     if ev.expired() {
@@ -123,11 +124,14 @@ fn handle_one(bus: &Bus, sandbox: &Sandbox, sub: &Arc<Subscription>, d: &Deliver
         deadline_unix_nanos: ev.deadline.map(|d| (d.unix_ms as i64).saturating_mul(1_000_000)),
         data: &ev.data,
     };
-    let run = record::start(bus.recorder(), sub, ev, &shared.name, sandbox.hash());
-    let result = sandbox.handle(&envelope, ev.deadline.map(|d| d.at));
-    record::end(bus.recorder(), run, sub, ev, &shared.name, sandbox.hash(), &result.outcome);
+    // The routing table picks exactly one version for this event (by id, topic, labels).
+    let version = versions.route(&envelope);
+    let run = record::start(bus.recorder(), sub, ev, &shared.name, version.hash());
+    let result = version.run(&envelope, ev.deadline.map(|d| d.at));
+    record::end(bus.recorder(), run, sub, ev, &shared.name, version.hash(), &result.outcome);
+    drop(version);
     if matches!(result.outcome, Outcome::Ack) {
-        publish_emits(bus, sandbox.limits().timeout(), ev, result.emits, shared);
+        publish_emits(bus, versions.timeout(), ev, result.emits, shared);
     } else {
         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
     }

@@ -24,6 +24,7 @@ mod pool;
 mod record;
 mod registry;
 mod remote;
+pub mod rollout;
 mod stats;
 pub mod topic;
 
@@ -39,5 +40,6 @@ pub use host::{Emit, LogRecord};
 pub use limits::{Limits, MAX_CONFIG_BYTES, MAX_TIMEOUT_MS};
 pub use pool::{HandleResult, InstanceCounts, Outcome, Sandbox, SandboxInfo, SandboxOptions};
 pub use registry::{module_hash, HandlerModule, ModuleRegistry, MAX_MODULE_BYTES};
+pub use rollout::{AutoRollback, RolloutInfo, RolloutSpec, Traffic};
 pub use stats::{LatencySnapshot, OutcomeCounts};
 pub use topic::{AllowList, TopicPattern};

@@ -127,7 +127,9 @@ pub struct Sandbox {
     concurrency: usize,
     pool: Mutex<PoolState>,
     available: Condvar,
-    counters: Counters,
+    /// Shared with every activation of the same module in a deployment, so a version's
+    /// counters survive the release of its instances (see `rollout`).
+    counters: Arc<Counters>,
 }
 
 impl Sandbox {
@@ -136,6 +138,15 @@ impl Sandbox {
     pub fn new(
         module: Arc<HandlerModule>,
         options: SandboxOptions,
+    ) -> Result<Sandbox, SandboxError> {
+        Sandbox::with_counters(module, options, Arc::new(Counters::new()))
+    }
+
+    /// `new`, counting into `counters` (a version re-activated by a rollback keeps its totals).
+    pub(crate) fn with_counters(
+        module: Arc<HandlerModule>,
+        options: SandboxOptions,
+        counters: Arc<Counters>,
     ) -> Result<Sandbox, SandboxError> {
         let engine_cfg = module.engine().config();
         let cfg_err = |m: String| SandboxError::new(ErrorKind::Config, m);
@@ -170,7 +181,7 @@ impl Sandbox {
                 waiters: 0,
             }),
             available: Condvar::new(),
-            counters: Counters::new(),
+            counters,
         };
         let first = sandbox.create_instance()?;
         {
@@ -230,6 +241,12 @@ impl Sandbox {
 
     pub fn limits(&self) -> &Limits {
         &self.policy.limits
+    }
+
+    /// (existing, idle) instances.
+    pub(crate) fn instance_counts(&self) -> (usize, usize) {
+        let pool = self.lock();
+        (pool.live, pool.idle.len())
     }
 
     /// Encodes `envelope` (into a per-thread buffer) and runs it; see `handle_encoded`.

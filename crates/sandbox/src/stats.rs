@@ -8,7 +8,7 @@ use crate::error::ErrorKind;
 /// Sub-buckets per power of two: 4 gives about 19% worst-case relative error on a percentile.
 const SUB_BITS: u32 = 2;
 const SUB: usize = 1 << SUB_BITS;
-const BUCKETS: usize = 64 * SUB;
+pub(crate) const BUCKETS: usize = 64 * SUB;
 
 /// Latency histogram over nanoseconds: bucket = (floor(log2 ns), next two bits). Recording is
 /// two relaxed atomic adds; readers get a snapshot that may be a few samples behind.
@@ -18,7 +18,7 @@ pub(crate) struct Histogram {
     max: AtomicU64,
 }
 
-fn bucket_of(ns: u64) -> usize {
+pub(crate) fn bucket_of(ns: u64) -> usize {
     if ns < SUB as u64 {
         return ns as usize;
     }
@@ -28,7 +28,7 @@ fn bucket_of(ns: u64) -> usize {
 }
 
 /// Upper bound (inclusive) of the values that land in `bucket`.
-fn bucket_upper(bucket: usize) -> u64 {
+pub(crate) fn bucket_upper(bucket: usize) -> u64 {
     if bucket < SUB {
         return bucket as u64;
     }
@@ -56,30 +56,46 @@ impl Histogram {
 
     /// Percentiles as bucket upper bounds, capped at the exact maximum.
     pub fn snapshot(&self) -> LatencySnapshot {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        let max = self.max.load(Relaxed);
-        let pct = |q: f64| -> Duration {
-            if total == 0 {
-                return Duration::ZERO;
+        Histogram::merged(&[self])
+    }
+
+    /// One snapshot over several histograms (a deployment's versions).
+    pub fn merged(all: &[&Histogram]) -> LatencySnapshot {
+        let mut counts = vec![0u64; BUCKETS];
+        let mut max = 0;
+        for h in all {
+            for (c, b) in counts.iter_mut().zip(h.buckets.iter()) {
+                *c += b.load(Relaxed);
             }
-            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-            let mut seen = 0;
-            for (i, c) in counts.iter().enumerate() {
-                seen += c;
-                if seen >= rank {
-                    return Duration::from_nanos(bucket_upper(i).min(max));
-                }
-            }
-            Duration::from_nanos(max)
-        };
-        LatencySnapshot {
-            count: total,
-            p50: pct(0.50),
-            p90: pct(0.90),
-            p99: pct(0.99),
-            max: Duration::from_nanos(max),
+            max = max.max(h.max.load(Relaxed));
         }
+        percentiles(&counts, max)
+    }
+}
+
+/// Percentiles of a bucket array whose largest sample is `max` nanoseconds.
+pub(crate) fn percentiles(counts: &[u64], max: u64) -> LatencySnapshot {
+    let total: u64 = counts.iter().sum();
+    let pct = |q: f64| -> Duration {
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Duration::from_nanos(bucket_upper(i).min(max));
+            }
+        }
+        Duration::from_nanos(max)
+    };
+    LatencySnapshot {
+        count: total,
+        p50: pct(0.50),
+        p90: pct(0.90),
+        p99: pct(0.99),
+        max: Duration::from_nanos(max),
     }
 }
 

@@ -25,6 +25,7 @@ fn spec(delivery: DeliveryOptions) -> DeploySpec {
             concurrency: 1,
         },
         isolation: Default::default(),
+        labels: Default::default(),
     }
 }
 

@@ -32,6 +32,7 @@ fn spec(topics: &[&str], emits: &[&str], concurrency: usize) -> DeploySpec {
             concurrency,
         },
         isolation: Default::default(),
+        labels: Default::default(),
     }
 }
 

@@ -36,6 +36,7 @@ fn spec(topic: &str) -> DeploySpec {
             concurrency: 1,
         },
         isolation: Default::default(),
+        labels: Default::default(),
     }
 }
 
@@ -69,7 +70,7 @@ fn handler_runs_traps_and_limits_are_recorded() {
     let ends: Vec<&Record> = recs.iter().filter(|r| r.kind == Kind::HandlerEnd).collect();
     let by = |name: &str| *ends.iter().find(|r| r.name.as_deref() == Some(name)).unwrap();
     assert_eq!(by("ok").reason, "ack");
-    assert_eq!(by("ok").detail.as_deref(), Some(ok.hash()));
+    assert_eq!(by("ok").detail.as_deref(), Some(ok.hash().as_str()));
     assert_eq!(by("spin").reason, "ERR_TIMEOUT");
     assert!(by("spin").duration_us >= 15_000, "the spinning handler ran until its 20 ms budget");
     assert_eq!(by("trap").reason, "ERR_TRAP");
