@@ -382,6 +382,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
         overflow: options.overflow,
         delivery,
         isolation: options.isolation,
+        labels: options.labels,
       });
       const dep = new Deployment(native);
       this.#deployments.add(dep);

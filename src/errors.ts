@@ -105,6 +105,11 @@ export class JournalCorrupt extends JournalError {
 /** A WASM handler or module failed: `ERR_COMPILE`, `ERR_TRAP`, `ERR_TIMEOUT`, `ERR_MEMORY_LIMIT`, … */
 export class SandboxError extends SluiceError {}
 
+/** A rollout step was refused: `ERR_HASH_MISMATCH`, `ERR_NO_CANDIDATE`, `ERR_UNKNOWN_VERSION`. */
+export class RolloutError extends SluiceError {}
+
+const rolloutCodes = new Set(['ERR_HASH_MISMATCH', 'ERR_NO_CANDIDATE', 'ERR_UNKNOWN_VERSION']);
+
 const sandboxCodes = new Set([
   'ERR_COMPILE',
   'ERR_INVALID_CONFIG',
@@ -150,5 +155,6 @@ export function fromNative(e: unknown): Error {
   if (Ctor) return new Ctor(m[2]!, { cause: e });
   if (sandboxCodes.has(m[1]!)) return new SandboxError(m[1]!, m[2]!, { cause: e });
   if (m[1]!.startsWith('ERR_JOURNAL_')) return new JournalError(m[1]!, m[2]!, { cause: e });
+  if (rolloutCodes.has(m[1]!)) return new RolloutError(m[1]!, m[2]!, { cause: e });
   return new SluiceError(m[1]!, m[2]!, { cause: e });
 }

@@ -2,7 +2,20 @@ export { Bus, type BusOptions, type JournalOptions } from './bus.js';
 export { Context } from './context.js';
 export { Subscription } from './subscription.js';
 export { EventStream } from './stream.js';
-export { Deployment, type DeployOptions, type DeployLimits, type DeploymentInfo, type HelperInfo } from './deployment.js';
+export {
+  Deployment,
+  type DeployOptions,
+  type DeployLimits,
+  type DeploymentInfo,
+  type HelperInfo,
+  type RolloutOptions,
+  type TrafficOptions,
+  type AutoRollbackOptions,
+  type RollbackOptions,
+  type VersionInfo,
+  type HistoryEntry,
+  type RollbackInfo,
+} from './deployment.js';
 export type { Observer, ObserverKind, AuditRecord, ObservedBus } from './observe/observer.js';
 export type { ObserverStats } from './observe/hub.js';
 export type { DiagnoseOptions, Diagnosis, Finding, HandlerReport, QueueReport, Severity } from './observe/diagnose.js';
@@ -25,6 +38,7 @@ export {
   JournalReadOnly,
   JournalLocked,
   JournalCorrupt,
+  RolloutError,
 } from './errors.js';
 export type {
   BusStats,

@@ -147,7 +147,8 @@ fn flips_under_load(concurrency: usize) {
     };
     let mut flips = 0;
     let mut step = 0;
-    while !done.load(Ordering::SeqCst) || flips < 120 {
+    // Ends after a whole cycle, with no candidate left.
+    while !done.load(Ordering::SeqCst) || flips < 120 || step % 6 != 0 {
         let current = dep.hash();
         let other = if current == module_hash(&a) { &b } else { &a };
         match step % 6 {
