@@ -87,6 +87,14 @@ export declare class NativeDeployment {
   get hash(): string
   /** Instances, limits, counters per outcome, latency percentiles, queues — as JSON. */
   info(): string
+  /** Compiles `wasm` off the JS thread and routes it as the candidate; resolves to its hash. */
+  rollout(wasm: Uint8Array, init: RolloutInit): Promise<string>
+  /** Changes the candidate's traffic; resolves to the current hash. */
+  setTraffic(init: TrafficInit, actor?: string | undefined | null): Promise<string>
+  /** Makes the candidate current; resolves to its hash. */
+  promote(actor?: string | undefined | null): Promise<string>
+  /** Rolls back; resolves to the hash now current. */
+  rollback(init: RollbackInit): Promise<string>
   undeploy(): Promise<boolean>
 }
 
@@ -180,6 +188,15 @@ export declare class NativeSubscription {
   stats(): string
 }
 
+export interface AutoRollbackInit {
+  /** `false` turns automatic rollback off; other fields then do not matter. */
+  enabled: boolean
+  maxErrorRate?: number
+  maxP99Ms?: number
+  windowMs?: number
+  minEvents?: number
+}
+
 export interface BusInit {
   capacity?: number
   overflow?: string
@@ -214,6 +231,8 @@ export interface DeployInit {
   delivery?: DeliveryInit
   /** `in-process` (default), `process`, `process-if-available`. */
   isolation?: string
+  /** Matched by rollout label selectors. */
+  labels?: Record<string, string>
 }
 
 export interface JournalInit {
@@ -239,6 +258,21 @@ export declare function publishBytesTo(bus: ExternalObject<'BusHandle'>, topic: 
 /** `publish` on an interned topic: `null` when done, else a pending wait. */
 export declare function publishTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): NativePending | null
 
+export interface RollbackInit {
+  toHash?: string
+  reason?: string
+  actor?: string
+}
+
+export interface RolloutInit {
+  expectedHash?: string
+  traffic: TrafficInit
+  shadow?: boolean
+  /** Absent: the defaults (`AutoRollback::default()`). */
+  autoRollback?: AutoRollbackInit
+  actor?: string
+}
+
 export interface SubscribeInit {
   capacity?: number
   overflow?: string
@@ -246,6 +280,12 @@ export interface SubscribeInit {
   filter?: string
   name?: string
   delivery?: DeliveryInit
+}
+
+export interface TrafficInit {
+  percent?: number
+  eventTypes?: Array<string>
+  labels?: Record<string, string>
 }
 
 /** `tryPublishBatch` of one interned topic: `json` is the array of the events' data. */
