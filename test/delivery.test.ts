@@ -1,24 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import wabtInit from 'wabt';
 import { Bus, Context, InvalidArgument, type SluiceEvent } from '../src/index.js';
-import { sleep, until } from './helpers.js';
+import { sleep, until, wat } from './helpers.js';
 
 const statusByData = readFileSync(
   fileURLToPath(new URL('../crates/sandbox/tests/fixtures/status_by_data.wat', import.meta.url)),
   'utf8',
 );
-
-async function wat(text: string): Promise<Uint8Array> {
-  const wabt = await wabtInit();
-  const mod = wabt.parseWat('fixture.wat', text);
-  try {
-    return mod.toBinary({}).buffer;
-  } finally {
-    mod.destroy();
-  }
-}
 
 type DeadLetter = {
   reason: string;
