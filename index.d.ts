@@ -21,9 +21,12 @@ export declare class NativeBus {
   /** Never waits. `true` if every matching subscription took the event. */
   tryPublish(topic: string, json: string, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): boolean
   tryPublishBytes(topic: string, data: Uint8Array, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): boolean
-  /** `null` when done; a pending wait when a `block` subscription is full. */
-  publish(topic: string, json: string, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): NativePending | null
-  publishBytes(topic: string, data: Uint8Array, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): NativePending | null
+  /**
+   * `null` when done; a pending wait when a `block` subscription is full; the journal
+   * sequence number when only its fsync is outstanding (watch it with `watchDurable`).
+   */
+  publish(topic: string, json: string, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): NativePending | number | null
+  publishBytes(topic: string, data: Uint8Array, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): NativePending | number | null
   /** `topics` has one topic for all events or one per element of the JSON array `json`. */
   publishBatch(topics: Array<string>, json: string, ctx?: NativeContext | undefined | null): NativePending | null
   /** Never waits; returns how many events every matching subscription took. */
@@ -253,10 +256,10 @@ export interface PublishAttrs {
 export declare function publishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): NativePending | null
 
 /** `publish` of bytes on an interned topic. */
-export declare function publishBytesTo(bus: ExternalObject<'BusHandle'>, topic: number, data: Uint8Array, ctx?: NativeContext | undefined | null): NativePending | null
+export declare function publishBytesTo(bus: ExternalObject<'BusHandle'>, topic: number, data: Uint8Array, ctx?: NativeContext | undefined | null): NativePending | number | null
 
 /** `publish` on an interned topic: `null` when done, else a pending wait. */
-export declare function publishTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): NativePending | null
+export declare function publishTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): NativePending | number | null
 
 export interface RollbackInit {
   toHash?: string
@@ -296,3 +299,9 @@ export declare function tryPublishBytesTo(bus: ExternalObject<'BusHandle'>, topi
 
 /** `tryPublish` on an interned topic. */
 export declare function tryPublishTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): boolean
+
+/**
+ * A wait for the fsync of journal records `first..=last` (sequence numbers `publish`
+ * returned); `null` when there is nothing to wait for (no journal, fsync `never`).
+ */
+export declare function watchDurable(bus: ExternalObject<'BusHandle'>, first: number, last: number): NativePending | null

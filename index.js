@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { NativeBus, NativeContext, NativeDeployment, NativePending, NativeRecorder, NativeReplay, NativeSubscription, publishBatchTo, publishBytesTo, publishTo, tryPublishBatchTo, tryPublishBytesTo, tryPublishTo } = nativeBinding
+const { NativeBus, NativeContext, NativeDeployment, NativePending, NativeRecorder, NativeReplay, NativeSubscription, publishBatchTo, publishBytesTo, publishTo, tryPublishBatchTo, tryPublishBytesTo, tryPublishTo, watchDurable } = nativeBinding
 export { NativeBus }
 export { NativeContext }
 export { NativeDeployment }
@@ -787,4 +787,5 @@ export { publishTo }
 export { tryPublishBatchTo }
 export { tryPublishBytesTo }
 export { tryPublishTo }
+export { watchDurable }
 export const __napiBindingTarget = __napiLoadedBindingTarget

@@ -22,6 +22,7 @@ import type { HandlerTap, Observer } from './observe/observer.js';
 import { diagnoseBus, type DiagnoseOptions, type Diagnosis } from './observe/diagnose.js';
 import { traceBus, type TraceOptions, type TraceSummary } from './observe/trace.js';
 import { deliveryInit } from './delivery.js';
+import { DurableTickets } from './durable-tickets.js';
 import type {
   BusStats,
   CloseOptions,
@@ -122,6 +123,8 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   /** Shared with every subscription: the observers' handler tap while one is needed. */
   readonly #observe: { tap: HandlerTap | undefined } = { tap: undefined };
   readonly #deployments = new Set<Deployment>();
+  /** Publishes waiting only for the journal's fsync, watched together. */
+  readonly #durable: DurableTickets;
   readonly #source: string;
   /** Resolves once the observers named by module specifier in the options are registered. */
   readonly ready: Promise<void>;
@@ -150,6 +153,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       throw fromNative(e);
     }
     this.#handle = this.#native.handle();
+    this.#durable = new DurableTickets(this.#handle, (p) => this.#wait(p, undefined));
     this.#source = options.source ?? 'sluice';
     const observers = options.observers ?? [];
     if (!Array.isArray(observers)) throw new InvalidArgument('observers must be an array of observers or module specifiers');
@@ -260,7 +264,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   async publish<K extends keyof E & string>(type: K, data: DataOf<E, K>, options?: PublishOptions): Promise<void> {
     const ctx = options?.ctx;
     const attrs = this.#attrs(type, options);
-    let pending: NativePending | null;
+    let pending: NativePending | number | null;
     try {
       const id = attrs === null ? this.#topicId(type) : null;
       const bytes = data instanceof Uint8Array;
@@ -276,6 +280,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       throw fromNative(e);
     }
     if (ctx) rememberContext(ctx);
+    if (typeof pending === 'number') return this.#durable.wait(pending);
     if (pending) await this.#wait(pending, ctx);
   }
 

@@ -13,5 +13,6 @@ export {
   tryPublishBatchTo,
   tryPublishBytesTo,
   tryPublishTo,
+  watchDurable,
 } from '../index.js';
 export type { BusInit, DeliveryInit, PublishAttrs, SubscribeInit } from '../index.js';

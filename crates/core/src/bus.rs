@@ -205,6 +205,19 @@ impl PendingPublish {
     }
 }
 
+impl PendingPublish {
+    /// The journal's fsync alone, when nothing else is left to wait for (no full `block` queue,
+    /// no refusal): a batch collects these and keeps publishing.
+    pub(crate) fn into_durable_only(mut self) -> std::result::Result<Arc<DurableWait>, PendingPublish> {
+        if self.waiting.is_empty() && self.refused.is_none() {
+            if let Some(w) = self.durable.take() {
+                return Ok(w);
+            }
+        }
+        Err(self)
+    }
+}
+
 impl Drop for PendingPublish {
     /// A pending publish dropped without `wait()` (its caller went away) never reaches the
     /// subscriptions it was waiting for: count it there as `dropped_canceled`, so nothing is
@@ -216,74 +229,108 @@ impl Drop for PendingPublish {
     }
 }
 
-/// The rest of a batch behind an event that had to wait.
+/// The rest of a batch behind an event that had to wait, and the journal's fsync of the events
+/// already published (a batch waits for its durability once, at the end, not event by event).
 pub struct PendingBatch {
-    current: PendingPublish,
+    current: Option<PendingPublish>,
     rest: std::vec::IntoIter<Arc<Event>>,
     ctx: Option<Context>,
     refused: Option<Error>,
+    /// Outstanding durability waits, oldest first.
+    durable: std::collections::VecDeque<Arc<DurableWait>>,
 }
 
 impl PendingBatch {
+    pub(crate) fn new(
+        current: Option<PendingPublish>,
+        rest: std::vec::IntoIter<Arc<Event>>,
+        ctx: Option<&Context>,
+        refused: Option<Error>,
+        durable: std::collections::VecDeque<Arc<DurableWait>>,
+    ) -> Self {
+        PendingBatch { current, rest, ctx: ctx.cloned(), refused, durable }
+    }
+
+    fn refuse(&mut self, e: Error) -> Result<()> {
+        if e.kind() == ErrorKind::QueueFull {
+            self.refused.get_or_insert(e);
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+
+    /// Publishes the rest of the batch until an event has to wait for a full `block` queue
+    /// (it becomes `current`). Events that only wait for the journal's fsync do not stop it.
+    fn publish_rest(&mut self, bus: &Bus) -> Result<()> {
+        while self.current.is_none() {
+            let Some(ev) = self.rest.next() else { return Ok(()) };
+            match bus.publish_event(ev, self.ctx.as_ref()) {
+                Ok(Delivery::Done { .. }) => {}
+                Ok(Delivery::Pending(p)) => match p.into_durable_only() {
+                    Ok(w) => self.durable.push_back(w),
+                    Err(p) => self.current = Some(p),
+                },
+                Err(e) => self.refuse(e)?,
+            }
+        }
+        Ok(())
+    }
+
     /// Non-blocking progress through the batch, in order; see `PendingPublish::try_progress`.
     pub fn try_progress(&mut self, bus: &Bus) -> Result<bool> {
         loop {
-            match self.current.try_progress() {
-                Ok(false) => return Ok(false),
-                Ok(true) => {}
-                Err(e) if e.kind() == ErrorKind::QueueFull => {
-                    self.refused.get_or_insert(e);
+            if let Some(cur) = self.current.as_mut() {
+                match cur.try_progress() {
+                    Ok(false) => return Ok(false),
+                    Ok(true) => self.current = None,
+                    Err(e) => {
+                        self.current = None;
+                        self.refuse(e)?;
+                    }
                 }
-                Err(e) => return Err(e),
             }
-            loop {
-                let Some(ev) = self.rest.next() else {
-                    return self.refused.take().map_or(Ok(true), Err);
-                };
-                match bus.publish_event(ev, self.ctx.as_ref()) {
-                    Ok(Delivery::Done { .. }) => {}
-                    Ok(Delivery::Pending(p)) => {
-                        self.current = p;
-                        break;
-                    }
-                    Err(e) if e.kind() == ErrorKind::QueueFull => {
-                        self.refused.get_or_insert(e);
-                    }
-                    Err(e) => return Err(e),
+            self.publish_rest(bus)?;
+            if self.current.is_none() {
+                break;
+            }
+        }
+        while let Some(w) = self.durable.front() {
+            match w.result() {
+                None => return Ok(false),
+                Some(r) => {
+                    self.durable.pop_front();
+                    r?;
                 }
             }
         }
+        self.refused.take().map_or(Ok(true), Err)
     }
 
     pub fn on_progress(&self, f: Arc<dyn Fn() + Send + Sync>) {
-        self.current.on_progress(f)
+        match (&self.current, self.durable.front()) {
+            (Some(p), _) => p.on_progress(f),
+            (None, Some(w)) => w.on_done(f),
+            (None, None) => f(),
+        }
     }
 
-    pub fn wait(self, bus: &Bus) -> Result<()> {
-        let mut refused = self.refused;
-        let mut current = Some(self.current);
-        let mut rest = self.rest;
+    pub fn wait(mut self, bus: &Bus) -> Result<()> {
         loop {
-            if let Some(p) = current.take() {
-                match p.wait() {
-                    Err(e) if e.kind() == ErrorKind::QueueFull => {
-                        refused.get_or_insert(e);
-                    }
-                    Err(e) => return Err(e),
-                    Ok(()) => {}
+            if let Some(p) = self.current.take() {
+                if let Err(e) = p.wait() {
+                    self.refuse(e)?;
                 }
             }
-            let Some(ev) = rest.next() else { break };
-            match bus.publish_event(ev, self.ctx.as_ref()) {
-                Ok(Delivery::Done { .. }) => {}
-                Ok(Delivery::Pending(p)) => current = Some(p),
-                Err(e) if e.kind() == ErrorKind::QueueFull => {
-                    refused.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
+            self.publish_rest(bus)?;
+            if self.current.is_none() {
+                break;
             }
         }
-        refused.map_or(Ok(()), Err)
+        for w in std::mem::take(&mut self.durable) {
+            w.wait()?;
+        }
+        self.refused.map_or(Ok(()), Err)
     }
 }
 
@@ -422,7 +469,7 @@ impl Bus {
         }
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::closed("bus"));
         }
@@ -672,22 +719,19 @@ impl Bus {
 
     /// Publishes events in order. If one has to wait, the rest wait behind it (order is kept):
     /// the returned batch finishes with `wait()`.
+    /// With a journal, the events' durability is waited for once, for the whole batch.
     pub fn publish_batch(&self, events: Vec<Arc<Event>>, ctx: Option<&Context>) -> Result<Option<PendingBatch>> {
-        let mut rest = events.into_iter();
-        let mut refused = None;
-        while let Some(ev) = rest.next() {
-            match self.publish_event(ev, ctx) {
-                Ok(Delivery::Done { .. }) => {}
-                Ok(Delivery::Pending(p)) => {
-                    return Ok(Some(PendingBatch { current: p, rest, ctx: ctx.cloned(), refused }));
-                }
-                Err(e) if e.kind() == ErrorKind::QueueFull => {
-                    refused.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
-            }
+        self.check_open()?;
+        let mut batch = if self.durable.is_some() {
+            self.publish_batch_journaled(events, ctx)?
+        } else {
+            PendingBatch::new(None, events.into_iter(), ctx, None, Default::default())
+        };
+        batch.publish_rest(self)?;
+        if batch.current.is_none() && batch.durable.is_empty() {
+            return batch.refused.map_or(Ok(None), Err);
         }
-        refused.map_or(Ok(None), Err)
+        Ok(Some(batch))
     }
 
     pub(crate) fn count_published(&self, ev: &Arc<Event>, matched: bool) {

@@ -21,7 +21,7 @@ pub mod subscription;
 pub use bus::{Bus, BusOptions, BusStats, Delivery, PendingBatch, PendingPublish, Totals};
 pub use context::{Context, Deadline};
 pub use delivery::{Delivered, DeliveryOptions, Disposition, Outcome, SettleHook};
-pub use durable::{DurableStats, Fsync, JournalConfig};
+pub use durable::{notify::DurableWait, DurableStats, Fsync, JournalConfig, Published};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Encoding, Event, EventId, EventInit};
 pub use filter::FilterChain;

@@ -169,6 +169,7 @@ impl Subscription {
             out.push(d.event.clone());
             self.ack(d.tag);
         }
+        self.flush_hook();
         n
     }
 
@@ -215,12 +216,27 @@ impl Subscription {
                 self.hook(&dup, &Disposition::Duplicate);
             }
         }
+        self.flush_hook();
         out.len() - before
     }
 
     /// Records a handler's verdict on delivery `tag` (see `crate::delivery`). Unknown tags
     /// (settled already, or abandoned when the subscription closed) are ignored.
     pub fn settle(self: &Arc<Self>, bus: &Bus, tag: u64, outcome: Outcome) {
+        self.settle_one(bus, tag, outcome);
+        self.flush_hook();
+    }
+
+    /// `settle` for a batch of verdicts: what the settle hook buffers (a journal's
+    /// acknowledgements) is written once for the whole batch.
+    pub fn settle_all(self: &Arc<Self>, bus: &Bus, verdicts: impl IntoIterator<Item = (u64, Outcome)>) {
+        for (tag, outcome) in verdicts {
+            self.settle_one(bus, tag, outcome);
+        }
+        self.flush_hook();
+    }
+
+    fn settle_one(self: &Arc<Self>, bus: &Bus, tag: u64, outcome: Outcome) {
         let c = &self.delivery.counters;
         if matches!(outcome, Outcome::Fail(_)) {
             self.queue.count_failed(1);
@@ -284,6 +300,7 @@ impl Subscription {
         if let Some(ev) = self.delivery.expire(tag) {
             self.queue.return_expired(1);
             self.after_final(&ev, &Disposition::Expired);
+            self.flush_hook();
         }
     }
 
@@ -327,6 +344,12 @@ impl Subscription {
         }
     }
 
+    fn flush_hook(&self) {
+        if let Some(h) = self.env.hook.get() {
+            h.flush(self);
+        }
+    }
+
     /// Events taken from the queue and not settled yet (0 for untracked subscriptions).
     pub fn in_flight(&self) -> u64 {
         if self.delivery.tracked() {
@@ -348,6 +371,8 @@ impl Subscription {
     /// they stay unacknowledged in the journal for the next subscriber of that name.
     pub fn close(&self) -> u64 {
         let queued = self.queue.close();
+        // Acknowledgements still buffered are written before the journal link goes.
+        self.flush_hook();
         let abandoned = self.delivery.close();
         if !abandoned.is_empty() {
             self.queue.return_undelivered(abandoned.len() as u64);

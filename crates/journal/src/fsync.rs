@@ -38,6 +38,9 @@ impl FsyncPolicy {
 pub enum Target {
     Lsn(u64),
     Seq(Seq),
+    /// Every event from the first to the last sequence number (a batch): settled once the last
+    /// is durable, failed if a lost write covered any of them.
+    Range(Seq, Seq),
 }
 
 pub struct DState {
@@ -72,11 +75,12 @@ impl Durability {
         }
         match t {
             Target::Lsn(l) if d.durable_lsn >= l => Some(Ok(())),
-            Target::Seq(s) => {
-                if let Some((_, _, e)) = d.lost.iter().find(|(a, b, _)| (*a..=*b).contains(&s)) {
+            Target::Seq(s) => Self::settled(d, Target::Range(s, s)),
+            Target::Range(first, last) => {
+                if let Some((_, _, e)) = d.lost.iter().find(|(a, b, _)| *a <= last && first <= *b) {
                     return Some(Err(e.clone()));
                 }
-                (d.durable_seq >= s).then_some(Ok(()))
+                (d.durable_seq >= last).then_some(Ok(()))
             }
             _ => None,
         }

@@ -386,27 +386,34 @@ impl Journal {
     /// Blocks until `seq` (and everything before it) is fsynced. Under `Batch` this waits for the
     /// syncer's next round (at most `interval` plus one fsync); under `Never` it fsyncs now.
     pub fn wait_durable(&self, seq: Seq) -> Result<()> {
+        self.wait_durable_range(seq, seq)
+    }
+
+    /// `wait_durable` for events `first..=last` (a batch, or everything a publish wrote): `Ok`
+    /// once the last is fsynced, the write's error if any of them was lost.
+    pub fn wait_durable_range(&self, first: Seq, last: Seq) -> Result<()> {
         let i = &self.inner;
         i.check_open()?;
-        if seq >= i.lock().next_seq {
-            return Err(JournalError::invalid(format!("sequence {seq} has not been appended")));
+        if last >= i.lock().next_seq || first > last {
+            return Err(JournalError::invalid(format!("sequence {first}..={last} has not been appended")));
         }
+        let seq = Target::Range(first, last);
         match i.opts.fsync {
             FsyncPolicy::Batch { .. } => {
                 let mut d = i.dur.m.lock().unwrap();
                 loop {
-                    if let Some(r) = Durability::settled(&d, Target::Seq(seq)) {
+                    if let Some(r) = Durability::settled(&d, seq) {
                         return r;
                     }
                     if i.closed.load(Ordering::Acquire) {
                         // The syncer is gone; close() fsyncs, or this waiter does it itself.
                         drop(d);
-                        return i.sync_until(Target::Seq(seq));
+                        return i.sync_until(seq);
                     }
                     d = i.dur.cv.wait(d).unwrap();
                 }
             }
-            _ => i.sync_until(Target::Seq(seq)),
+            _ => i.sync_until(seq),
         }
     }
 
@@ -423,6 +430,13 @@ impl Journal {
         i.check_open()?;
         let lsn = i.lock().lsn;
         i.sync_until(Target::Lsn(lsn))
+    }
+
+    /// Without waiting: `Some(Ok)` once `first..=last` is fsynced, `Some(Err)` if a failed write
+    /// lost any of them (or a failed fsync poisoned the journal), `None` while it is pending.
+    /// Still answers after `close()` (which fsyncs everything first).
+    pub fn durable_result(&self, first: Seq, last: Seq) -> Option<Result<()>> {
+        Durability::settled(&self.inner.dur.m.lock().unwrap(), Target::Range(first, last))
     }
 
     /// The highest sequence number known to be fsynced.

@@ -4,10 +4,10 @@ use crate::deployment::DeployTask;
 use crate::guard::guard;
 use crate::pending::{NativePending, Waiting};
 use crate::subscription::NativeSubscription;
-use napi::bindgen_prelude::{AsyncTask, External, Uint8Array};
+use napi::bindgen_prelude::{AsyncTask, Either, External, Uint8Array};
 use napi_derive::napi;
 use sluice_core::overflow::validate_capacity;
-use sluice_core::{Bus, BusOptions, Delivery, Encoding, EventInit, FilterChain, Fsync, JournalConfig, Overflow};
+use sluice_core::{Bus, BusOptions, Delivery, Encoding, EventInit, FilterChain, Fsync, JournalConfig, Overflow, Published};
 use sluice_sandbox::{DeploySpec, Deployments, Isolation, SandboxOptions};
 use std::sync::Arc;
 
@@ -132,6 +132,17 @@ fn pending(d: Delivery) -> Option<NativePending> {
     }
 }
 
+/// What `publish` returns to JS: `null` (done), a pending wait, or the journal sequence number
+/// whose fsync is the only thing left (JS watches many of them with `watchDurable`).
+type PublishResult = Option<Either<NativePending, f64>>;
+
+fn published(p: Published) -> PublishResult {
+    match p {
+        Published::Delivery(d) => pending(d).map(Either::A),
+        Published::Durable(seq) => Some(Either::B(seq as f64)),
+    }
+}
+
 #[napi]
 pub struct NativeBus {
     inner: Arc<Bus>,
@@ -182,32 +193,35 @@ impl NativeBus {
         })
     }
 
-    /// `null` when done; a pending wait when a `block` subscription is full.
-    #[napi]
+    /// `null` when done; a pending wait when a `block` subscription is full; the journal
+    /// sequence number when only its fsync is outstanding (watch it with `watchDurable`).
+    #[napi(ts_return_type = "NativePending | number | null")]
     pub fn publish(
         &self,
         topic: String,
         json: String,
         ctx: Option<&NativeContext>,
         attrs: Option<PublishAttrs>,
-    ) -> napi::Result<Option<NativePending>> {
+    ) -> napi::Result<PublishResult> {
         guard(|| {
             let c = ctx.map(|c| &c.inner);
-            self.inner.publish(init(topic, json.into_bytes(), Encoding::Json, attrs), c).map(pending)
+            let ev = self.inner.make_event(init(topic, json.into_bytes(), Encoding::Json, attrs), c)?;
+            self.inner.publish_event_ticketed(ev, c).map(published)
         })
     }
 
-    #[napi]
+    #[napi(ts_return_type = "NativePending | number | null")]
     pub fn publish_bytes(
         &self,
         topic: String,
         data: Uint8Array,
         ctx: Option<&NativeContext>,
         attrs: Option<PublishAttrs>,
-    ) -> napi::Result<Option<NativePending>> {
+    ) -> napi::Result<PublishResult> {
         guard(|| {
             let c = ctx.map(|c| &c.inner);
-            self.inner.publish(init(topic, data.to_vec(), Encoding::Binary, attrs), c).map(pending)
+            let ev = self.inner.make_event(init(topic, data.to_vec(), Encoding::Binary, attrs), c)?;
+            self.inner.publish_event_ticketed(ev, c).map(published)
         })
     }
 
@@ -378,16 +392,16 @@ pub fn try_publish_to(
 }
 
 /// `publish` on an interned topic: `null` when done, else a pending wait.
-#[napi]
+#[napi(ts_return_type = "NativePending | number | null")]
 pub fn publish_to(
     #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
     topic: u32,
     json: String,
     ctx: Option<&NativeContext>,
-) -> napi::Result<Option<NativePending>> {
+) -> napi::Result<PublishResult> {
     guard(|| {
         let c = ctx.map(|c| &c.inner);
-        bus.publish_event(bus.make_interned(topic, json.into_bytes(), Encoding::Json, c)?, c).map(pending)
+        bus.publish_event_ticketed(bus.make_interned(topic, json.into_bytes(), Encoding::Json, c)?, c).map(published)
     })
 }
 
@@ -406,16 +420,16 @@ pub fn try_publish_bytes_to(
 }
 
 /// `publish` of bytes on an interned topic.
-#[napi]
+#[napi(ts_return_type = "NativePending | number | null")]
 pub fn publish_bytes_to(
     #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
     topic: u32,
     data: Uint8Array,
     ctx: Option<&NativeContext>,
-) -> napi::Result<Option<NativePending>> {
+) -> napi::Result<PublishResult> {
     guard(|| {
         let c = ctx.map(|c| &c.inner);
-        bus.publish_event(bus.make_interned(topic, data.to_vec(), Encoding::Binary, c)?, c).map(pending)
+        bus.publish_event_ticketed(bus.make_interned(topic, data.to_vec(), Encoding::Binary, c)?, c).map(published)
     })
 }
 
@@ -446,4 +460,15 @@ pub fn publish_batch_to(
         let events = bus.make_batch_interned(topic, json.as_bytes(), c)?;
         Ok(bus.publish_batch(events, c)?.map(|b| NativePending::new(Waiting::Batch(b, (**bus).clone()))))
     })
+}
+
+/// A wait for the fsync of journal records `first..=last` (sequence numbers `publish`
+/// returned); `null` when there is nothing to wait for (no journal, fsync `never`).
+#[napi]
+pub fn watch_durable(
+    #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
+    first: f64,
+    last: f64,
+) -> Option<NativePending> {
+    bus.watch_durable(first as u64, last as u64).map(|w| NativePending::new(Waiting::Durable(w)))
 }

@@ -12,7 +12,8 @@ mod pending;
 mod subscription;
 
 pub use bus::{
-    publish_batch_to, publish_bytes_to, publish_to, try_publish_batch_to, try_publish_bytes_to, try_publish_to, NativeBus,
+    publish_batch_to, publish_bytes_to, publish_to, try_publish_batch_to, try_publish_bytes_to, try_publish_to, watch_durable,
+    NativeBus,
 };
 pub use bus::NativeReplay;
 pub use context::NativeContext;

@@ -3,12 +3,14 @@ use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use sluice_core::{Bus, Error, PendingBatch, PendingPublish};
+use sluice_core::{Bus, DurableWait, Error, PendingBatch, PendingPublish};
 use std::sync::{Arc, Mutex};
 
 pub(crate) enum Waiting {
     One(PendingPublish),
     Batch(PendingBatch, Arc<Bus>),
+    /// The fsync of journal records many publishes wrote (`watchDurable`).
+    Durable(Arc<DurableWait>),
 }
 
 type Wake = ThreadsafeFunction<(), (), (), Status, false>;
@@ -46,6 +48,7 @@ impl NativePending {
                 None => Ok(true),
                 Some(Waiting::One(p)) => p.try_progress(),
                 Some(Waiting::Batch(b, bus)) => b.try_progress(bus),
+                Some(Waiting::Durable(w)) => w.result().map_or(Ok(false), |r| r.map(|()| true)),
             };
             if !matches!(done, Ok(false)) {
                 inner.take();
@@ -83,6 +86,7 @@ impl NativePending {
                 None => f(),
                 Some(Waiting::One(p)) => p.on_progress(f),
                 Some(Waiting::Batch(b, _)) => b.on_progress(f),
+                Some(Waiting::Durable(w)) => w.on_done(f),
             }
             Ok(())
         })

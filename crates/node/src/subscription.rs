@@ -123,14 +123,13 @@ impl NativeSubscription {
             if fail_tags.len() != fail_codes.len() || fail_tags.len() != fail_reasons.len() {
                 return Err(Error::invalid("settle: failure lists differ in length"));
             }
-            for tag in acks.iter() {
-                self.sub.settle(&self.bus, *tag as u64, Outcome::Ack);
-            }
+            let mut verdicts: Vec<(u64, Outcome)> = acks.iter().map(|t| (*t as u64, Outcome::Ack)).collect();
             for ((tag, code), reason) in fail_tags.iter().zip(fail_codes.iter()).zip(fail_reasons) {
                 let outcome = Outcome::from_code(*code, reason)
                     .ok_or_else(|| Error::invalid(format!("settle: unknown outcome code {code}")))?;
-                self.sub.settle(&self.bus, *tag as u64, outcome);
+                verdicts.push((*tag as u64, outcome));
             }
+            self.sub.settle_all(&self.bus, verdicts);
             Ok(())
         })
     }

@@ -71,4 +71,8 @@ impl Disposition {
 /// `Abandoned` (which a restart must deliver again).
 pub trait SettleHook: Send + Sync {
     fn settled(&self, sub: &Subscription, event: &Event, disposition: &Disposition);
+
+    /// The end of a group of decisions on `sub` (a settle batch, a take that expired events):
+    /// a hook that buffers work per decision (a journal's acknowledgements) writes it now.
+    fn flush(&self, _sub: &Subscription) {}
 }

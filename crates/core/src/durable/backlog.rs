@@ -52,7 +52,14 @@ pub struct SubJournal {
     pub(crate) read_errors: AtomicU64,
     /// Acknowledgements the journal refused (the events stay pending: redelivered later).
     pub(crate) ack_errors: AtomicU64,
+    /// Acknowledgements of one settle batch, written as one journal record at its end
+    /// (`flush_acks`) instead of one record per event.
+    acks: Mutex<Vec<Seq>>,
 }
+
+/// Buffered acknowledgements are written at the latest at this many (a settle batch larger
+/// than this writes several records).
+const ACK_BATCH: usize = 4096;
 
 struct State {
     backlog: bool,
@@ -95,6 +102,7 @@ impl SubJournal {
             spill: Arc::default(),
             read_errors: AtomicU64::new(0),
             ack_errors: AtomicU64::new(0),
+            acks: Mutex::new(Vec::new()),
         })
     }
 
@@ -224,6 +232,32 @@ impl SubJournal {
             return Ok(0);
         }
         Ok(self.store.journal().ack_many(&self.name, seqs)?)
+    }
+
+    /// Records an acknowledgement to write with the rest of its settle batch.
+    pub(crate) fn buffer_ack(&self, seq: Seq) {
+        let full = {
+            let mut acks = self.acks.lock().unwrap();
+            acks.push(seq);
+            acks.len() >= ACK_BATCH
+        };
+        if full {
+            self.flush_acks();
+        }
+    }
+
+    /// Writes the buffered acknowledgements as one journal record. A refusal is not a loss:
+    /// the events stay pending and come back after a restart (counted in `ack_errors`).
+    pub(crate) fn flush_acks(&self) {
+        let seqs = std::mem::take(&mut *self.acks.lock().unwrap());
+        if seqs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ack(&seqs) {
+            if e.code() != "ERR_JOURNAL_CLOSED" {
+                self.ack_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The subscription is going away. A durable consumer stays registered (its unacknowledged

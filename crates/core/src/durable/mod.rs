@@ -4,6 +4,7 @@
 
 pub mod backlog;
 mod publish;
+pub use publish::Published;
 pub mod notify;
 pub mod record;
 
@@ -122,14 +123,14 @@ impl SettleHook for JournalRelease {
         }
         let seq = event.journal_seq.load(Ordering::Relaxed);
         let Some(j) = sub.journal().filter(|j| j.is_durable()) else { return };
-        if seq == 0 {
-            return;
+        if seq != 0 {
+            j.buffer_ack(seq);
         }
-        if let Err(e) = j.ack(&[seq]) {
-            // Not a loss: the event stays pending and comes back after a restart.
-            if e.code() != "ERR_JOURNAL_CLOSED" {
-                j.ack_errors.fetch_add(1, Ordering::Relaxed);
-            }
+    }
+
+    fn flush(&self, sub: &Subscription) {
+        if let Some(j) = sub.journal().filter(|j| j.is_durable()) {
+            j.flush_acks();
         }
     }
 }
@@ -180,12 +181,12 @@ impl Durable {
         self.fsync
     }
 
-    /// What a publisher waits for after appending up to `seq`; `None` when nothing is left to
-    /// wait for (`never`: the append already reached the kernel).
-    pub(crate) fn wait_for(&self, seq: Seq) -> Option<Arc<DurableWait>> {
+    /// What a publisher waits for after appending `first..=last`; `None` when nothing is left
+    /// to wait for (`never`: the append already reached the kernel).
+    pub(crate) fn wait_for(&self, first: Seq, last: Seq) -> Option<Arc<DurableWait>> {
         match self.fsync {
             Fsync::Never => None,
-            _ => Some(self.notifier.watch(seq)),
+            _ => Some(self.notifier.watch(first, last)),
         }
     }
 

@@ -76,11 +76,13 @@ pub(crate) enum Waiter {
 
 #[derive(Default)]
 struct Queue {
-    waiters: Vec<(Seq, Waiter)>,
+    /// (first, last, who): the events `first..=last` one write or batch put in the journal.
+    waiters: Vec<(Seq, Seq, Waiter)>,
     stop: bool,
 }
 
 pub struct Notifier {
+    journal: Arc<Journal>,
     q: Arc<(Mutex<Queue>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Writes that failed after their publisher had already returned (`tryPublish`).
@@ -92,17 +94,18 @@ impl Notifier {
         let q: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
         let lost = Arc::new(AtomicU64::new(0));
         let q2 = q.clone();
+        let j2 = journal.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-durable-notify".into())
-            .spawn(move || run(&journal, &q2))
+            .spawn(move || run(&j2, &q2))
             .map_err(|e| Error::invalid(format!("cannot start the journal notifier: {e}")))?;
-        Ok(Notifier { q, thread: Mutex::new(Some(thread)), lost_after_return: lost })
+        Ok(Notifier { journal, q, thread: Mutex::new(Some(thread)), lost_after_return: lost })
     }
 
-    /// A wait the publisher observes.
-    pub fn watch(&self, seq: Seq) -> Arc<DurableWait> {
+    /// A wait the publisher observes, for the events `first..=last` it wrote.
+    pub fn watch(&self, first: Seq, last: Seq) -> Arc<DurableWait> {
         let w = Arc::new(DurableWait::default());
-        self.push(seq, Waiter::Publish(w.clone()));
+        self.push_range(first, last, Waiter::Publish(w.clone()));
         w
     }
 
@@ -112,9 +115,26 @@ impl Notifier {
     }
 
     pub(crate) fn push(&self, seq: Seq, w: Waiter) {
+        self.push_range(seq, seq, w)
+    }
+
+    fn push_range(&self, first: Seq, last: Seq, w: Waiter) {
         let (m, cv) = &*self.q;
-        m.lock().unwrap().waiters.push((seq, w));
-        cv.notify_one();
+        let mut q = m.lock().unwrap();
+        if q.stop {
+            // The bus closed (after a final fsync): answer from the journal's record of it.
+            drop(q);
+            let r = self.journal.durable_result(first, last).unwrap_or_else(|| {
+                Err(sluice_journal::JournalError::Closed { reason: "the journal closed before this write was fsynced".into() })
+            });
+            settle_one(w, r.map_err(Error::from));
+            return;
+        }
+        q.waiters.push((first, last, w));
+        if q.waiters.len() == 1 {
+            // The thread sleeps only on an empty queue: one wake-up per round is enough.
+            cv.notify_one();
+        }
     }
 
     /// Settles every outstanding waiter and ends the thread. Call after a final `sync()`.
@@ -141,22 +161,27 @@ fn run(journal: &Journal, q: &(Mutex<Queue>, Condvar)) {
         if batch.is_empty() && stop {
             return;
         }
-        let max = batch.iter().map(|(s, _)| *s).max().unwrap_or(0);
-        let all = journal.wait_durable(max);
-        for (seq, w) in batch {
-            // On an error, ask per sequence number: a failure can cover only some of them.
+        let min = batch.iter().map(|(s, _, _)| *s).min().unwrap_or(0);
+        let max = batch.iter().map(|(_, s, _)| *s).max().unwrap_or(0);
+        let all = journal.wait_durable_range(min, max);
+        for (first, last, w) in batch {
+            // On an error, ask per waiter: a failure can cover only some of them.
             let r = match &all {
                 Ok(()) => Ok(()),
-                Err(_) => journal.wait_durable(seq).map_err(Error::from),
+                Err(_) => journal.wait_durable_range(first, last).map_err(Error::from),
             };
-            match w {
-                Waiter::Publish(w) => w.settle(r),
-                Waiter::Count(n) if r.is_err() => {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-                Waiter::Spill(c) if r.is_err() => c.lost(),
-                _ => {}
-            }
+            settle_one(w, r);
         }
+    }
+}
+
+fn settle_one(w: Waiter, r: Result<()>) {
+    match w {
+        Waiter::Publish(w) => w.settle(r),
+        Waiter::Count(n) if r.is_err() => {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        Waiter::Spill(c) if r.is_err() => c.lost(),
+        _ => {}
     }
 }
