@@ -79,17 +79,18 @@ mod linux {
             let path = self.helper.clone().or_else(locate_helper).ok_or_else(|| unavailable("sluice-helper was not found next to the addon (set SLUICE_HELPER)"))?;
             let mut opts = SupervisorOptions::new(HelperOptions::new(path));
             match Supervisor::start(opts.clone(), module.into(), options.clone()) {
-                Ok(s) => Ok(Box::new(Supervised(s))),
+                Ok(s) => Ok(Box::new(Supervised(s, Vec::new()))),
                 Err(IsolateError::Unavailable { .. }) if self.degrade => {
                     opts.helper.args.namespaces = false;
-                    Supervisor::start(opts, module.into(), options.clone()).map(|s| Box::new(Supervised(s)) as _).map_err(deploy_error)
+                    Supervisor::start(opts, module.into(), options.clone()).map(|s| Box::new(Supervised(s, Vec::new())) as _).map_err(deploy_error)
                 }
                 Err(e) => Err(deploy_error(e)),
             }
         }
     }
 
-    struct Supervised(Supervisor<u64>);
+    /// The supervisor, and its completions buffer (reused: `poll` runs once per dispatcher loop).
+    struct Supervised(Supervisor<u64>, Vec<Completion<u64>>);
 
     impl RemoteExecutor for Supervised {
         fn submit(&mut self, token: u64, envelope: Vec<u8>, deadline: Option<Instant>) -> Result<(), Vec<u8>> {
@@ -97,9 +98,8 @@ mod linux {
         }
 
         fn poll(&mut self, out: &mut Vec<(u64, RemoteOutcome)>, wait: Duration) {
-            let mut done = Vec::new();
-            self.0.poll(&mut done, wait);
-            out.extend(done.into_iter().map(|c| match c {
+            self.0.poll(&mut self.1, wait);
+            out.extend(self.1.drain(..).map(|c| match c {
                 Completion::Done { item, result, .. } => (item, RemoteOutcome::Done(result)),
                 Completion::GaveUp { item, reason, .. } => (item, RemoteOutcome::GaveUp(reason)),
             }));
@@ -107,6 +107,10 @@ mod linux {
 
         fn in_flight(&self) -> usize {
             self.0.in_flight()
+        }
+
+        fn close(&mut self) {
+            self.0.close();
         }
 
         fn info(&self) -> RemoteInfo {

@@ -98,6 +98,32 @@ fn a_killed_helper_is_replaced_and_its_events_redelivered() {
 }
 
 #[test]
+fn stopping_publishes_emits_of_finished_handlers_and_counts_the_events_never_started() {
+    let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
+    let deployments = Deployments::new(bus.clone());
+    let out = bus.subscribe("out.*", bus.subscribe_options()).unwrap();
+    let dep = deployments.deploy("iso", &wat::parse_str(SLOW_EMITTER).unwrap(), &spec(1)).unwrap();
+    let pid = dep.info().pids[0];
+    publish(&bus, 300);
+    wait_for("a few outcomes", || dep.info().outcomes.ack >= 5);
+    assert!(deployments.undeploy("iso"));
+    let info = dep.info();
+    let queue = &info.subscriptions[0].queue;
+    let ack = info.outcomes.ack;
+    assert!(ack < 300, "stopped while events were still waiting in the helper's ring ({ack} acked)");
+    // Every handler that finished (including the one running at stop) has its emit published.
+    assert_eq!(info.emits_published, ack);
+    assert_eq!(out.queue().len() as u64, ack);
+    // The rest never ran: counted, none lost silently.
+    assert!(queue.failed > 0, "{queue:?}");
+    assert_eq!(ack + queue.failed + queue.dropped(), 300, "{queue:?}");
+    // The helper exited on its own (asked to stop), it was not killed, and it is reaped.
+    assert_eq!(info.helpers[0].deaths, 0);
+    assert_eq!(info.helpers[0].last_exit.as_deref(), Some("exited with status 0"), "{:?}", info.helpers[0]);
+    assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) }, -1);
+}
+
+#[test]
 fn process_isolation_without_a_helper_binary_is_refused_not_downgraded() {
     let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
     let deployments = Deployments::new(bus.clone());

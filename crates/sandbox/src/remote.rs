@@ -36,6 +36,9 @@ pub trait RemoteExecutor: Send {
     fn poll(&mut self, out: &mut Vec<(u64, RemoteOutcome)>, wait: Duration);
     fn in_flight(&self) -> usize;
     fn info(&self) -> RemoteInfo;
+    /// The deployment stops: finish the event running now and start no other. Outcomes keep
+    /// coming from `poll`; `in_flight()` then counts only what can still complete.
+    fn close(&mut self) {}
 }
 
 /// Starts executors. Called on the dispatcher thread that will drive the executor (a helper
@@ -197,7 +200,9 @@ pub(crate) fn remote_loop(
         state.executors.lock().unwrap()[index] = exec.info();
         shared.wakeup.park(subs, shared);
     }
-    // Stopping: events still in flight finish (bounded by their timeouts) so none is lost.
+    // Stopping: the handler running now finishes (bounded by its timeout) and its emits are
+    // published; events the executor has not started are settled as failed below (counted).
+    exec.close();
     let until = Instant::now() + timeout + Duration::from_secs(1);
     while exec.in_flight() > 0 && Instant::now() < until {
         exec.poll(&mut done, Duration::from_millis(10));
@@ -256,11 +261,11 @@ fn settle(
                 }
                 Outcome::Retry => {
                     c.retry.fetch_add(1, Ordering::Relaxed);
-                    Verdict::Retry("the handler asked for a retry".into())
+                    Verdict::Retry("handler returned 1 (retry)".into())
                 }
                 Outcome::Reject => {
                     c.reject.fetch_add(1, Ordering::Relaxed);
-                    Verdict::Reject("the handler rejected the event".into())
+                    Verdict::Reject("handler returned 2 (reject)".into())
                 }
                 Outcome::Error(e) => {
                     c.errors[e.kind().index()].fetch_add(1, Ordering::Relaxed);

@@ -178,12 +178,14 @@ fn serve(ctl: &mut File, sandbox: &Sandbox, shm: &Shm) -> ! {
     let mut big = Vec::new();
     let mut spins = 0u32;
     loop {
+        // Closed by the parent (the deployment stops): the event just finished has its outcome
+        // in the completion ring; requests not started yet are left for the parent to count.
+        if requests.is_closed() {
+            unsafe { libc::_exit(0) }
+        }
         match requests.try_pop(&mut rec) {
             Ok(true) => spins = 0,
             Ok(false) => {
-                if requests.is_closed() {
-                    unsafe { libc::_exit(0) }
-                }
                 // Spin briefly (a wake-up costs tens of microseconds), then sleep on the futex.
                 spins += 1;
                 if spins < SPINS {

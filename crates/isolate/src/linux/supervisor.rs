@@ -93,10 +93,15 @@ pub struct Supervisor<T> {
     sandbox: SandboxOptions,
     helper: Option<Helper>,
     pending: VecDeque<InFlight<T>>,
+    /// The first `sent` events of `pending` went to the current helper (it is sent in order),
+    /// so `flush` starts there instead of scanning the whole window per submit.
+    sent: usize,
     stats: SupervisorStats,
     switch: KillSwitch,
     died_at: Option<Instant>,
     polled: Vec<(u64, HandleResult)>,
+    /// `close` was called: the helper's exit is the end, not a death to recover from.
+    closing: bool,
 }
 
 impl<T> Supervisor<T> {
@@ -110,10 +115,12 @@ impl<T> Supervisor<T> {
             sandbox,
             helper: None,
             pending: VecDeque::new(),
+            sent: 0,
             stats: SupervisorStats::default(),
             switch: KillSwitch::default(),
             died_at: None,
             polled: Vec::new(),
+            closing: false,
         };
         s.adopt(helper);
         Ok(s)
@@ -142,14 +149,31 @@ impl<T> Supervisor<T> {
         self.switch.clone()
     }
 
+    /// Events submitted whose completion can still come. After `close`, once the helper has
+    /// exited, that is none: what it never started stays with the caller (see `close`).
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        if self.closing && self.helper.is_none() {
+            0
+        } else {
+            self.pending.len()
+        }
+    }
+
+    /// Stops for good (the deployment stops): the helper finishes the event it is running and
+    /// exits; `poll` still returns every outcome it pushed, then `in_flight()` drops to 0. The
+    /// events it never started get no completion: the caller counts them (the deployment
+    /// settles them as failed, "stopped before the handler ran"). No restart after this.
+    pub fn close(&mut self) {
+        self.closing = true;
+        if let Some(h) = &self.helper {
+            h.close_requests();
+        }
     }
 
     /// Takes an event (an encoded envelope) for the helper. Refused, and handed back, when
     /// `window` events are already in flight: poll, then try again.
     pub fn submit(&mut self, item: T, envelope: Vec<u8>, deadline: Option<Instant>) -> Result<(), (T, Vec<u8>)> {
-        if self.pending.len() >= self.opts.window {
+        if self.pending.len() >= self.opts.window || self.closing {
             return Err((item, envelope));
         }
         self.pending.push_back(InFlight { seq: None, item, envelope, deadline, kills: 0, attempts: 0 });
@@ -160,9 +184,10 @@ impl<T> Supervisor<T> {
     /// Sends what has not been sent to the current helper yet, in order, while it has room.
     fn flush(&mut self) {
         let Some(helper) = self.helper.as_mut() else { return };
-        for ev in self.pending.iter_mut().filter(|e| e.seq.is_none()) {
+        for ev in self.pending.range_mut(self.sent..) {
             match helper.submit(&ev.envelope, ev.deadline) {
                 Ok(Some(seq)) => {
+                    self.sent += 1;
                     ev.seq = Some(seq);
                     ev.attempts += 1;
                     if ev.attempts > 1 {
@@ -179,7 +204,7 @@ impl<T> Supervisor<T> {
     /// helper death on the way: charge, give up, restart, redeliver.
     pub fn poll(&mut self, out: &mut Vec<Completion<T>>, wait: Duration) -> usize {
         let before = out.len();
-        if self.helper.is_none() {
+        if self.helper.is_none() && !self.closing {
             self.restart(out, None);
         }
         let Some(helper) = self.helper.as_mut() else { return out.len() - before };
@@ -187,8 +212,9 @@ impl<T> Supervisor<T> {
         let result = helper.poll(&mut self.polled, wait);
         for (seq, result) in self.polled.drain(..) {
             // Outcomes come back in submission order; search anyway rather than trust it.
-            let Some(i) = self.pending.iter().position(|e| e.seq == Some(seq)) else { continue };
+            let Some(i) = self.pending.iter().take(self.sent).position(|e| e.seq == Some(seq)) else { continue };
             let ev = self.pending.remove(i).unwrap();
+            self.sent -= 1;
             if let Some(at) = self.died_at.take() {
                 let lat = &mut self.stats.redelivery_latency;
                 lat.push_front(at.elapsed());
@@ -205,6 +231,13 @@ impl<T> Supervisor<T> {
     }
 
     fn on_death(&mut self, out: &mut Vec<Completion<T>>, exit: Option<Exit>, error: Option<String>) {
+        if self.closing {
+            // The exit we asked for (or a death while stopping): nothing to restart or charge.
+            self.stats.last_exit = exit;
+            self.switch.set(None);
+            self.helper = None;
+            return;
+        }
         self.stats.deaths += 1;
         self.stats.last_exit = exit;
         if exit.is_some_and(Exit::is_seccomp_kill) {
@@ -233,6 +266,7 @@ impl<T> Supervisor<T> {
             }
         }
         self.pending = kept;
+        self.sent = 0;
         self.restart(out, exit);
     }
 
@@ -269,6 +303,7 @@ impl<T> Supervisor<T> {
             }
         }
         self.stats.last_error = Some(format!("cannot restart the helper: {last}"));
+        self.sent = 0;
         for ev in self.pending.drain(..) {
             self.stats.gave_up += 1;
             out.push(Completion::GaveUp { item: ev.item, exit, kills: ev.kills, reason: format!("cannot restart the helper: {last}") });

@@ -15,6 +15,21 @@ pub const EMITTER: &str = r#"(module
     (drop (call $emit (i32.const 0) (i32.const 5) (i32.const 5) (i32.const 11)))
     (i32.const 0)))"#;
 
+/// Counts to 2 million (a millisecond or two), then acks and emits `{"ok":true}` on `out.x`:
+/// events pile up in the request ring behind it.
+pub const SLOW_EMITTER: &str = r#"(module
+  (import "sluice" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "out.x{\"ok\":true}")
+  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "sluice_handle") (param i32 i32) (result i32)
+    (local $i i32)
+    (loop $l
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 2000000))))
+    (drop (call $emit (i32.const 0) (i32.const 5) (i32.const 5) (i32.const 11)))
+    (i32.const 0)))"#;
+
 /// Acks and emits 300 000 bytes on `out.big`: an outcome too large for the completion ring.
 pub const BIG_EMITTER: &str = r#"(module
   (import "sluice" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
