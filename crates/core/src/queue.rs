@@ -447,6 +447,24 @@ impl Queue {
     /// Moves up to `max` live events into `out`. Events whose Context ended or whose deadline
     /// passed are counted as expired and skipped. Returns how many were delivered.
     pub fn take(&self, max: usize, out: &mut Vec<Arc<Event>>) -> usize {
+        self.take_inner(max, out, None)
+    }
+
+    /// `take`, also handing back the expired events it skipped (a durable subscription must
+    /// release them in its journal).
+    pub fn take_keeping_expired(&self, max: usize, out: &mut Vec<Arc<Event>>, gone: &mut Vec<Arc<Event>>) -> usize {
+        self.take_inner(max, out, Some(gone))
+    }
+
+    /// Counts an event that expired before it was queued (read back from a journal after its
+    /// deadline): published and expired at once, so the books still balance.
+    pub fn count_expired_unqueued(&self, ev: &Arc<Event>) {
+        self.producer.published.fetch_add(1, Ordering::Relaxed);
+        self.consumer.expired.fetch_add(1, Ordering::Relaxed);
+        self.note(Kind::Expired, "", Some(ev), 1);
+    }
+
+    fn take_inner(&self, max: usize, out: &mut Vec<Arc<Event>>, mut gone: Option<&mut Vec<Arc<Event>>>) -> usize {
         let mut delivered = 0;
         let mut expired = 0;
         while delivered < max {
@@ -454,6 +472,9 @@ impl Queue {
             if ev.expired() {
                 expired += 1;
                 self.note(Kind::Expired, "", Some(&ev), 1);
+                if let Some(g) = gone.as_deref_mut() {
+                    g.push(ev);
+                }
                 continue;
             }
             self.note(Kind::Delivered, "", Some(&ev), 1);

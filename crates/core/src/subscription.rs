@@ -130,7 +130,16 @@ impl Subscription {
     /// The queue's events, refilled first from the journal while a backlog waits there.
     fn take_queue(&self, max: usize, out: &mut Vec<Arc<Event>>) -> usize {
         self.refill();
-        self.queue.take(max, out)
+        if !self.journal.as_ref().is_some_and(|j| j.is_durable()) {
+            return self.queue.take(max, out);
+        }
+        // An expired durable event is finished with: the journal releases it (settle hook).
+        let mut gone = Vec::new();
+        let n = self.queue.take_keeping_expired(max, out, &mut gone);
+        for ev in &gone {
+            self.hook(ev, &Disposition::Expired);
+        }
+        n
     }
 
     /// Fills the queue from the journal while a backlog is waiting there.
@@ -212,7 +221,8 @@ impl Subscription {
             if self.take_queue(room, &mut evs) == 0 {
                 break;
             }
-            for dup in self.delivery.admit(std::mem::take(&mut evs), out) {
+            let failed_before = |ev: &Event| self.journal.as_ref().map_or(0, |j| j.failed_before(ev));
+            for dup in self.delivery.admit(std::mem::take(&mut evs), out, failed_before) {
                 self.hook(&dup, &Disposition::Duplicate);
             }
         }

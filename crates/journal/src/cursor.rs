@@ -9,6 +9,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub struct Consumer {
     pub name: String,
     pub pending: BTreeSet<Seq>,
+    /// Failed delivery attempts of pending events (ATTEMPTS records); absent means none.
+    pub attempts: HashMap<Seq, u32>,
+}
+
+impl Consumer {
+    /// Forgets `seq` (acknowledged): no longer pending, its attempt count goes with it.
+    pub fn release(&mut self, seq: Seq) -> bool {
+        if !self.attempts.is_empty() {
+            self.attempts.remove(&seq);
+        }
+        self.pending.remove(&seq)
+    }
 }
 
 #[derive(Default)]
@@ -37,7 +49,7 @@ impl Consumers {
 
     pub fn insert(&mut self, id: u32, name: String) {
         self.by_name.insert(name.clone(), id);
-        self.by_id.insert(id, Consumer { name, pending: BTreeSet::new() });
+        self.by_id.insert(id, Consumer { name, pending: BTreeSet::new(), attempts: HashMap::new() });
         self.next_id = self.next_id.max(id + 1);
     }
 

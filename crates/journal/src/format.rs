@@ -30,6 +30,8 @@ pub enum Kind {
     Register = 3,
     Unregister = 4,
     Checkpoint = 5,
+    /// Failed delivery attempts of pending events, so retry counts survive a restart.
+    Attempts = 6,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             3 => Kind::Register,
             4 => Kind::Unregister,
             5 => Kind::Checkpoint,
+            6 => Kind::Attempts,
             _ => return None,
         })
     }
@@ -203,6 +206,15 @@ pub fn encode_ack(out: &mut Vec<u8>, consumer: u32, seqs: &[Seq]) {
     }
 }
 
+pub fn encode_attempts(out: &mut Vec<u8>, consumer: u32, failed: &[(Seq, u32)]) {
+    put_u32(out, consumer);
+    put_u32(out, failed.len() as u32);
+    for (s, n) in failed {
+        put_u64(out, *s);
+        put_u32(out, *n);
+    }
+}
+
 pub fn encode_register(out: &mut Vec<u8>, id: u32, name: &str) {
     put_u32(out, id);
     put_str16(out, name);
@@ -340,6 +352,21 @@ pub fn decode_ack(p: &[u8]) -> Result<(u32, Vec<Seq>), String> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(r.u64()?);
+    }
+    Ok((id, v))
+}
+
+pub fn decode_attempts(p: &[u8]) -> Result<(u32, Vec<(Seq, u32)>), String> {
+    let mut r = Rd { b: p };
+    let id = r.u32()?;
+    let n = r.u32()? as usize;
+    if n.checked_mul(12) != Some(r.b.len()) {
+        return Err("attempts count does not match its length".into());
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = r.u64()?;
+        v.push((s, r.u32()?));
     }
     Ok((id, v))
 }

@@ -492,6 +492,12 @@ impl Journal {
                 c.pending.extend(keep);
                 return Err(e);
             }
+            let c = st.consumers.get_mut(id).unwrap();
+            if !c.attempts.is_empty() {
+                for s in &hits {
+                    c.attempts.remove(s);
+                }
+            }
             match i.opts.fsync {
                 FsyncPolicy::Batch { .. } => {
                     if st.buf.len() >= FLUSH_AT {
@@ -511,6 +517,59 @@ impl Journal {
             i.sync_until(Target::Lsn(lsn))?;
         }
         Ok(n)
+    }
+
+    /// Records how many delivery attempts of pending events have failed so far (`(seq, failed)`;
+    /// a later count replaces an earlier one), so a restarted consumer continues the count
+    /// instead of starting again at 1. One record; follows the fsync policy like an ack (a lost
+    /// count means an extra attempt, never a lost event). Returns how many were pending.
+    pub fn record_attempts(&self, consumer: &str, failed: &[(Seq, u32)]) -> Result<usize> {
+        let i = &self.inner;
+        i.check_open()?;
+        let lsn = {
+            let mut st = i.lock();
+            let id = st
+                .consumers
+                .id(consumer)
+                .ok_or_else(|| JournalError::UnknownConsumer { name: consumer.to_string() })?;
+            let c = st.consumers.get(id).unwrap();
+            let hits: Vec<(Seq, u32)> = failed.iter().copied().filter(|(s, _)| c.pending.contains(s)).collect();
+            if hits.is_empty() {
+                return Ok(0);
+            }
+            st.scratch.clear();
+            format::frame(&mut st.scratch, Kind::Attempts, |o| format::encode_attempts(o, id, &hits));
+            i.stage(&mut st, &[], 1)?;
+            let c = st.consumers.get_mut(id).unwrap();
+            c.attempts.extend(hits.iter().copied());
+            match i.opts.fsync {
+                FsyncPolicy::Batch { .. } => {
+                    if st.buf.len() >= FLUSH_AT {
+                        i.flush(&mut st)?;
+                    }
+                    st.unsynced += 1;
+                    if st.unsynced == 1 {
+                        i.wake_flusher(false);
+                    }
+                }
+                _ => i.flush(&mut st)?,
+            }
+            (st.lsn, hits.len())
+        };
+        if i.opts.fsync == FsyncPolicy::Always {
+            i.sync_until(Target::Lsn(lsn.0))?;
+        }
+        Ok(lsn.1)
+    }
+
+    /// Failed delivery attempts recorded for `consumer`'s pending events (`record_attempts`),
+    /// in sequence order; events without any are left out.
+    pub fn attempts(&self, consumer: &str) -> Result<Vec<(Seq, u32)>> {
+        let st = self.inner.lock();
+        let id = st.consumers.id(consumer).ok_or_else(|| JournalError::UnknownConsumer { name: consumer.to_string() })?;
+        let mut v: Vec<(Seq, u32)> = st.consumers.get(id).unwrap().attempts.iter().map(|(s, n)| (*s, *n)).collect();
+        v.sort_unstable();
+        Ok(v)
     }
 
     /// Events addressed to `consumer` and not acknowledged, in sequence order. The iterator reads

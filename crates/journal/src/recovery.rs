@@ -232,7 +232,20 @@ fn scan(
                     .ok_or_else(|| bad(format!("ack from unknown consumer id {cid}")))?;
                 for s in seqs {
                     // Acks of events in already-deleted segments find nothing: fine.
-                    c.pending.remove(&s);
+                    c.release(s);
+                }
+            }
+            Kind::Attempts => {
+                let (cid, failed) = format::decode_attempts(payload).map_err(bad)?;
+                let c = st
+                    .consumers
+                    .get_mut(cid)
+                    .ok_or_else(|| bad(format!("attempts from unknown consumer id {cid}")))?;
+                for (s, n) in failed {
+                    // Only pending events keep a count (an acknowledged one needs none).
+                    if c.pending.contains(&s) {
+                        c.attempts.insert(s, n);
+                    }
                 }
             }
             Kind::Register => {

@@ -283,3 +283,36 @@ fn invalid_input_is_refused_before_anything_is_written() {
     let bad = Journal::open(d.path().join("x"), opts(FsyncPolicy::Never, 10)).err().unwrap();
     assert_eq!(bad.code(), "ERR_JOURNAL_INVALID");
 }
+
+#[test]
+fn attempt_counts_of_pending_events_survive_a_restart_and_go_with_the_ack() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        // Small segments: the counts must survive segment rolls and retention too.
+        let j = open(d.path(), batch(), 4096);
+        j.register_consumer("c").unwrap();
+        j.register_consumer("other").unwrap();
+        for n in 0..100 {
+            j.append_to(&ev(n), To::Only(&["c"])).unwrap();
+        }
+        assert_eq!(j.record_attempts("c", &[(3, 1), (7, 2)]).unwrap(), 2);
+        // A later count replaces the earlier one; unknown or other consumers' events are ignored.
+        assert_eq!(j.record_attempts("c", &[(3, 2), (1000, 5)]).unwrap(), 1);
+        assert_eq!(j.record_attempts("other", &[(3, 1)]).unwrap(), 0);
+        // Acknowledged: its count goes with it.
+        j.ack("c", 7).unwrap();
+        // Everything before 3 acknowledged: old segments can be deleted.
+        j.ack_many("c", &[1, 2]).unwrap();
+        assert_eq!(j.attempts("c").unwrap(), vec![(3, 2)]);
+        j.sync().unwrap();
+    }
+    let j = open(d.path(), batch(), 4096);
+    assert_eq!(j.attempts("c").unwrap(), vec![(3, 2)], "replayed from the ATTEMPTS records");
+    assert_eq!(j.attempts("other").unwrap(), vec![]);
+    j.ack("c", 3).unwrap();
+    assert_eq!(j.attempts("c").unwrap(), vec![]);
+    drop(j);
+    let j = open(d.path(), batch(), 4096);
+    assert_eq!(j.attempts("c").unwrap(), vec![], "the ack outlives the count");
+    assert_eq!(seqs(&j, "c").len(), 96);
+}

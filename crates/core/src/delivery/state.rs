@@ -207,8 +207,15 @@ impl DeliveryState {
     }
 
     /// Admits events just taken from the queue: drops duplicates, holds events whose key is busy,
-    /// and tags the rest into `out`. Returns the duplicates (for the settle hook).
-    pub fn admit(&self, events: Vec<Arc<Event>>, out: &mut Vec<Delivered>) -> Vec<Arc<Event>> {
+    /// and tags the rest into `out`. `failed_before` is how many attempts of an event already
+    /// failed in an earlier process (persisted by a journal; 0 for new events): its first
+    /// delivery here is attempt `failed_before + 1`. Returns the duplicates (for the settle hook).
+    pub fn admit(
+        &self,
+        events: Vec<Arc<Event>>,
+        out: &mut Vec<Delivered>,
+        failed_before: impl Fn(&Event) -> u32,
+    ) -> Vec<Arc<Event>> {
         let mut dups = Vec::new();
         let mut inner = self.inner.lock().unwrap();
         let now = Instant::now();
@@ -238,12 +245,13 @@ impl DeliveryState {
                     }
                 }
             }
+            let attempt = failed_before(&ev).saturating_add(1);
             if stage == Stage::Held {
                 inner.held += 1;
             } else {
-                out.push(Delivered { tag, attempt: 1, event: ev.clone() });
+                out.push(Delivered { tag, attempt, event: ev.clone() });
             }
-            inner.entries.insert(tag, Entry { event: ev, attempt: 1, key, stage });
+            inner.entries.insert(tag, Entry { event: ev, attempt, key, stage });
         }
         dups
     }

@@ -55,6 +55,13 @@ pub struct SubJournal {
     /// Acknowledgements of one settle batch, written as one journal record at its end
     /// (`flush_acks`) instead of one record per event.
     acks: Mutex<Vec<Seq>>,
+    /// Failed-attempt counts of retrying events, written with the acknowledgements.
+    attempts: Mutex<Vec<(Seq, u32)>>,
+    /// Failed attempts of pending events recorded by an earlier subscriber of this name (read
+    /// at attach), taken as the events are delivered again.
+    failed_before: Mutex<std::collections::HashMap<Seq, u32>>,
+    /// Whether `failed_before` has entries: the common case checks no lock.
+    has_failed_before: AtomicBool,
 }
 
 /// Buffered acknowledgements are written at the latest at this many (a settle batch larger
@@ -92,6 +99,8 @@ impl SubJournal {
         let j = store.journal();
         j.register_consumer(&name)?;
         let backlog = durable && j.pending(&name)? > 0;
+        let failed_before: std::collections::HashMap<Seq, u32> =
+            if backlog { j.attempts(&name)?.into_iter().collect() } else { Default::default() };
         Ok(SubJournal {
             store,
             name,
@@ -103,6 +112,9 @@ impl SubJournal {
             read_errors: AtomicU64::new(0),
             ack_errors: AtomicU64::new(0),
             acks: Mutex::new(Vec::new()),
+            attempts: Mutex::new(Vec::new()),
+            has_failed_before: AtomicBool::new(!failed_before.is_empty()),
+            failed_before: Mutex::new(failed_before),
         })
     }
 
@@ -191,9 +203,11 @@ impl SubJournal {
         let journal = self.store.journal();
         let mut it = journal.unacked_after(&self.name, st.cursor)?;
         let mut placed = Vec::new();
+        let mut expired = Vec::new();
         let mut exhausted = true;
+        let mut queued = 0;
         loop {
-            if placed.len() == room {
+            if queued == room {
                 exhausted = it.next().is_none();
                 break;
             }
@@ -201,10 +215,23 @@ impl SubJournal {
             let stored = stored?;
             let seq = stored.seq;
             let ev = from_stored(stored, if self.durable { seq } else { 0 });
+            if ev.expired() {
+                // Its deadline passed while it waited in the journal (the process may have been
+                // down): counted expired here and released, never delivered.
+                q.count_expired_unqueued(&ev);
+                st.cursor = seq;
+                if self.durable {
+                    expired.push(seq);
+                } else {
+                    placed.push(seq);
+                }
+                continue;
+            }
             match q.try_place(&ev) {
                 Ok(true) => {
                     st.cursor = seq;
                     placed.push(seq);
+                    queued += 1;
                 }
                 Ok(false) => {
                     exhausted = false;
@@ -214,6 +241,9 @@ impl SubJournal {
             }
         }
         drop(it);
+        if !expired.is_empty() {
+            journal.ack_many(&self.name, &expired)?;
+        }
         if !self.durable && !placed.is_empty() {
             self.spill.pending.fetch_sub(placed.len() as u64, Ordering::Relaxed);
             // Back in memory: the journal's part for an at-most-once subscription is done.
@@ -246,9 +276,37 @@ impl SubJournal {
         }
     }
 
-    /// Writes the buffered acknowledgements as one journal record. A refusal is not a loss:
-    /// the events stay pending and come back after a restart (counted in `ack_errors`).
+    /// Records the failed attempts of a retrying event, written with the next flush.
+    pub(crate) fn buffer_attempts(&self, seq: Seq, failed: u32) {
+        self.attempts.lock().unwrap().push((seq, failed));
+    }
+
+    /// How many attempts of `ev` failed under an earlier subscriber of this name (0 if none
+    /// were recorded); each count is handed out once.
+    pub(crate) fn failed_before(&self, ev: &Event) -> u32 {
+        if !self.has_failed_before.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let mut m = self.failed_before.lock().unwrap();
+        let n = m.remove(&ev.journal_seq.load(Ordering::Relaxed)).unwrap_or(0);
+        if m.is_empty() {
+            self.has_failed_before.store(false, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Writes the buffered attempt counts and acknowledgements, one journal record each. A
+    /// refusal is not a loss: the events stay pending and come back after a restart (counted
+    /// in `ack_errors`; a lost count means an extra attempt).
     pub(crate) fn flush_acks(&self) {
+        let attempts = std::mem::take(&mut *self.attempts.lock().unwrap());
+        if !attempts.is_empty() {
+            if let Err(e) = self.store.journal().record_attempts(&self.name, &attempts) {
+                if e.code() != "ERR_JOURNAL_CLOSED" {
+                    self.ack_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         let seqs = std::mem::take(&mut *self.acks.lock().unwrap());
         if seqs.is_empty() {
             return;

@@ -113,18 +113,20 @@ pub struct DurableStats {
 /// The settle hook of a bus with a journal: a durable subscription's event is acknowledged in
 /// the journal once the delivery layer is finished with it (acked, dead-lettered, discarded,
 /// duplicate, expired). `Abandoned` (the subscription closed first) and `Retrying` keep it
-/// pending, so a restart delivers it again.
+/// pending, so a restart delivers it again; `Retrying` also records the failed attempts, so the
+/// restart continues the count.
 pub(crate) struct JournalRelease;
 
 impl SettleHook for JournalRelease {
     fn settled(&self, sub: &Subscription, event: &Event, d: &Disposition) {
-        if !d.is_final() || *d == Disposition::Abandoned {
-            return;
-        }
         let seq = event.journal_seq.load(Ordering::Relaxed);
         let Some(j) = sub.journal().filter(|j| j.is_durable()) else { return };
-        if seq != 0 {
-            j.buffer_ack(seq);
+        match d {
+            _ if seq == 0 => {}
+            Disposition::Abandoned => {}
+            // Persisted so that a restart continues the count: `attempt` is the next one.
+            Disposition::Retrying { attempt } => j.buffer_attempts(seq, attempt - 1),
+            _ => j.buffer_ack(seq),
         }
     }
 
