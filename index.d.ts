@@ -16,6 +16,27 @@ export declare class ExternalObject<T> {
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * The bus's audit gate (core `audit`): WASM handler runs whose verdicts wait for audit
+ * observers. JS takes them in batches, writes them, and releases them once durable.
+ */
+export declare class NativeAuditGate {
+  /** Holds worker-thread verdicts for audit (`true`) or settles them at once (`false`). */
+  setOn(on: boolean): void
+  /** Up to `max` held runs as one JSON array (see core `audit::encode_held`). */
+  take(max: number): string
+  /** These tickets' audit records are durable: settle their runs. Returns how many. */
+  release(tickets: Float64Array): number
+  /** Runs held: waiting to be taken plus being written. */
+  get pending(): number
+  /**
+   * Installs the JS wake-up, called at most once per `arm()` when a run is held. It does not
+   * keep the event loop alive.
+   */
+  setWaker(wake: () => void): void
+  arm(): void
+}
+
 export declare class NativeBus {
   constructor(init: BusInit)
   /** Never waits. `true` if every matching subscription took the event. */
@@ -28,9 +49,9 @@ export declare class NativeBus {
   publish(topic: string, json: string, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): NativePending | number | null
   publishBytes(topic: string, data: Uint8Array, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): NativePending | number | null
   /** `topics` has one topic for all events or one per element of the JSON array `json`. */
-  publishBatch(topics: Array<string>, json: string, ctx?: NativeContext | undefined | null): NativePending | null
+  publishBatch(topics: Array<string>, json: string, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null): NativePending | null
   /** Never waits; returns how many events every matching subscription took. */
-  tryPublishBatch(topics: Array<string>, json: string, ctx?: NativeContext | undefined | null): number
+  tryPublishBatch(topics: Array<string>, json: string, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null): number
   subscribe(pattern: string, init: SubscribeInit): NativeSubscription
   /** Bus and per-subscription counters as JSON. */
   stats(): string
@@ -53,6 +74,8 @@ export declare class NativeBus {
   get closed(): boolean
   /** The lifecycle recorder that observers drain (see `crates/node/src/observe.rs`). */
   recorder(): NativeRecorder
+  /** The gate where WASM handler runs wait for audit observers (see `crates/node/src/audit.rs`). */
+  auditGate(): NativeAuditGate
   /**
    * A handle for the hot-path functions below: they take it as an External, which skips
    * the per-call borrow bookkeeping napi-rs does for class receivers.
@@ -253,7 +276,7 @@ export interface PublishAttrs {
 }
 
 /** `publishBatch` of one interned topic. */
-export declare function publishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): NativePending | null
+export declare function publishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null): NativePending | null
 
 /** `publish` of bytes on an interned topic. */
 export declare function publishBytesTo(bus: ExternalObject<'BusHandle'>, topic: number, data: Uint8Array, ctx?: NativeContext | undefined | null): NativePending | number | null
@@ -292,7 +315,7 @@ export interface TrafficInit {
 }
 
 /** `tryPublishBatch` of one interned topic: `json` is the array of the events' data. */
-export declare function tryPublishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null): number
+export declare function tryPublishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null): number
 
 /** `tryPublish` of bytes on an interned topic. */
 export declare function tryPublishBytesTo(bus: ExternalObject<'BusHandle'>, topic: number, data: Uint8Array, ctx?: NativeContext | undefined | null): boolean

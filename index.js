@@ -773,7 +773,8 @@ if (
   }
 }
 
-const { NativeBus, NativeContext, NativeDeployment, NativePending, NativeRecorder, NativeReplay, NativeSubscription, publishBatchTo, publishBytesTo, publishTo, tryPublishBatchTo, tryPublishBytesTo, tryPublishTo, watchDurable } = nativeBinding
+const { NativeAuditGate, NativeBus, NativeContext, NativeDeployment, NativePending, NativeRecorder, NativeReplay, NativeSubscription, publishBatchTo, publishBytesTo, publishTo, tryPublishBatchTo, tryPublishBytesTo, tryPublishTo, watchDurable } = nativeBinding
+export { NativeAuditGate }
 export { NativeBus }
 export { NativeContext }
 export { NativeDeployment }

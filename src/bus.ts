@@ -170,7 +170,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
    */
   use(observer: Observer): Disposable & { remove(): void } {
     if (this.#hub === undefined) {
-      this.#hub = new ObserverHub(this.#native.recorder(), this, this.#source, (tap) => {
+      this.#hub = new ObserverHub(this.#native.recorder(), this.#native.auditGate(), this, this.#source, (tap) => {
         this.#observe.tap = tap;
       });
     }
@@ -188,6 +188,23 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     if (hub === undefined || !hub.injecting || options?.traceparent !== undefined) return attrsOf(options);
     const traceparent = hub.inject(type);
     return traceparent === undefined ? attrsOf(options) : { id: options?.id, subject: options?.subject, traceparent };
+  }
+
+  /**
+   * A batch is traced per event, like events published one by one: each asks the tracing
+   * observer for its own traceparent ('' for none). Undefined when nothing is injected.
+   */
+  #batchTraceparents(events: ReadonlyArray<{ type: string }>): string[] | undefined {
+    const hub = this.#hub;
+    if (hub === undefined || !hub.injecting) return undefined;
+    let any = false;
+    const tps = events.map((e) => {
+      const tp = hub.inject(e.type);
+      if (tp === undefined) return '';
+      any = true;
+      return tp;
+    });
+    return any ? tps : undefined;
   }
 
   /** The interned id of a topic (validated once by the core), or null to publish by name. */
@@ -322,8 +339,11 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     }
     const [topics, json] = this.#encodeBatch(events);
     const id = topics.length === 1 ? this.#topicId(topics[0]!) : null;
+    const tps = this.#batchTraceparents(events);
     const pending = this.#call(() =>
-      id !== null ? publishBatchTo(this.#handle, id, json, ctx?.native) : this.#native.publishBatch(topics, json, ctx?.native),
+      id !== null
+        ? publishBatchTo(this.#handle, id, json, ctx?.native, tps)
+        : this.#native.publishBatch(topics, json, ctx?.native, tps),
     );
     if (ctx) rememberContext(ctx);
     if (pending) await this.#wait(pending, ctx);
@@ -337,8 +357,11 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     const ctx = options?.ctx;
     const [topics, json] = this.#encodeBatch(events);
     const id = topics.length === 1 ? this.#topicId(topics[0]!) : null;
+    const tps = this.#batchTraceparents(events);
     const n = this.#call(() =>
-      id !== null ? tryPublishBatchTo(this.#handle, id, json, ctx?.native) : this.#native.tryPublishBatch(topics, json, ctx?.native),
+      id !== null
+        ? tryPublishBatchTo(this.#handle, id, json, ctx?.native, tps)
+        : this.#native.tryPublishBatch(topics, json, ctx?.native, tps),
     );
     if (ctx) rememberContext(ctx);
     return n;
@@ -465,22 +488,19 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
 
   async #close(ctx: Context | undefined): Promise<CloseReport> {
     this.#native.close();
-    const drained = Promise.all([...this.#subs].map((s) => s.idle()));
-    if (ctx) {
-      const signal = ctx.signal;
-      await Promise.race([
-        drained,
-        new Promise<void>((resolve) => {
-          if (signal.aborted) resolve();
-          else signal.addEventListener('abort', () => resolve(), { once: true });
-        }),
-      ]);
-    } else {
-      await drained;
-    }
+    const ended = ctx
+      ? new Promise<void>((resolve) => {
+          if (ctx.signal.aborted) resolve();
+          else ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+        })
+      : undefined;
+    const until = (p: Promise<unknown>) => (ended ? Promise.race([p, ended]) : p);
+    await until(Promise.all([...this.#subs].map((s) => s.idle())));
     for (const s of this.#subs) s.flush();
-    this.#hub?.markShutdown();
+    // Stops the deployments too; the verdicts of their last runs may still wait for audit.
     this.#native.shutdown();
+    if (this.#hub) await until(this.#hub.auditIdle());
+    this.#hub?.markShutdown();
     for (const s of [...this.#subs]) s.unsubscribe();
     for (const s of [...this.#streams]) s.close();
     await this.#hub?.close();

@@ -1,5 +1,6 @@
 // The generated napi-rs loader. Internal: users import the TypeScript API.
 export {
+  NativeAuditGate,
   NativeBus,
   NativeContext,
   NativeDeployment,

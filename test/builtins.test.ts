@@ -77,6 +77,46 @@ describe('sluice/otel', () => {
     expect(span!.attributes['error.type']).toBe('error');
     await bus.close();
   });
+
+  it('traces a published batch per event, as if published one by one', async () => {
+    const exporter = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    const bus = new Bus();
+    bus.use(otelObserver({ tracer: provider.getTracer('test') }));
+    const seen: (string | undefined)[] = [];
+    bus.subscribe('batch.*', (e) => void seen.push(e.traceparent));
+    const given = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    expect(bus.tryPublishBatch([1, 2, 3].map((i) => ({ type: 'batch.a', data: i })))).toBe(3);
+    await bus.publishBatch([{ type: 'batch.a', data: 4 }, { type: 'batch.b', data: 5 }]);
+    bus.tryPublish('batch.a', 6, { traceparent: given });
+    await until(() => seen.length === 6 && exporter.getFinishedSpans().length === 5 + 6);
+    const sends = exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.PRODUCER);
+    expect(sends.map((s) => s.name)).toEqual(['send batch.a', 'send batch.a', 'send batch.a', 'send batch.a', 'send batch.b']);
+    // Each event carries its own send span's context: five traces, each handled once.
+    const expected = sends.map((s) => `00-${s.spanContext().traceId}-${s.spanContext().spanId}-01`);
+    expect(seen.slice(0, 5).sort()).toEqual([...expected].sort());
+    expect(new Set(sends.map((s) => s.spanContext().traceId)).size).toBe(5);
+    expect(seen[5]).toBe(given);
+    const processes = exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.CONSUMER);
+    for (const send of sends) {
+      expect(processes.filter((p) => parentOf(p) === send.spanContext().spanId)).toHaveLength(1);
+    }
+    await bus.close();
+  });
+
+  it('traces 1 in sampleEvery events of a batch, the others carry no traceparent', async () => {
+    const exporter = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    const bus = new Bus();
+    bus.use(otelObserver({ tracer: provider.getTracer('test'), sampleEvery: 4 }));
+    const seen: (string | undefined)[] = [];
+    bus.subscribe('batch.a', (e) => void seen.push(e.traceparent));
+    expect(bus.tryPublishBatch(Array.from({ length: 8 }, (_, i) => ({ type: 'batch.a', data: i })))).toBe(8);
+    await until(() => seen.length === 8);
+    expect(seen.filter((t) => t !== undefined)).toHaveLength(2);
+    await until(() => exporter.getFinishedSpans().length === 4);
+    await bus.close();
+  });
 });
 
 describe('sluice/prometheus', () => {
@@ -114,13 +154,46 @@ describe('sluice/prometheus', () => {
       hist
         .filter((v) => v.metricName === 'sluice_handler_duration_seconds_count' && v.labels.handler === handler && v.labels.runtime === runtime)
         .reduce((a, v) => a + v.value, 0);
-    expect(count('orders', 'js')).toBe(20);
+    // Every run is counted; JS runs are timed 1 in 16 by default, WASM runs (timed in Rust) all.
+    expect(await value('sluice_handler_runs_total', { handler: 'orders', runtime: 'js', outcome: 'ack' })).toBe(20);
+    expect(await value('sluice_handler_runs_total', { handler: 'fraud', runtime: 'wasm', outcome: 'ack' })).toBe(20);
+    expect(count('orders', 'js')).toBeGreaterThanOrEqual(1);
+    expect(count('orders', 'js')).toBeLessThan(20);
     expect(count('fraud', 'wasm')).toBe(20);
     expect(await value('sluice_deployment_events_total', { deployment: 'fraud', version: dep.hash, outcome: 'ack' })).toBe(20);
     const text = await registry.metrics();
     expect(text).toContain('sluice_queue_lag_seconds{subscription="orders"}');
     release();
     await bus.close();
+  });
+
+  it('counts every JS run by outcome under sampled timing, and times every run with handlerTiming: 1', async () => {
+    for (const handlerTiming of [1, 8]) {
+      const registry = new Registry();
+      const bus = new Bus();
+      bus.use(prometheusObserver({ registry, handlerTiming }));
+      let n = 0;
+      bus.subscribe(
+        'job.run',
+        (e) => {
+          n++;
+          if ((e.data as number) % 5 === 0) throw new Error('every fifth fails');
+        },
+        { name: 'jobs' },
+      );
+      for (let i = 1; i <= 40; i++) bus.tryPublish('job.run', i);
+      await until(() => n === 40);
+      await sleep(60);
+      const values = async (name: string) => (await registry.getSingleMetric(name)!.get()).values;
+      const runs = await values('sluice_handler_runs_total');
+      const byOutcome = (o: string) => runs.filter((v) => v.labels.handler === 'jobs' && v.labels.outcome === o).reduce((a, v) => a + v.value, 0);
+      expect([byOutcome('ack'), byOutcome('error')]).toEqual([32, 8]);
+      const timed = (await values('sluice_handler_duration_seconds'))
+        .filter((v) => v.metricName === 'sluice_handler_duration_seconds_count' && v.labels.handler === 'jobs')
+        .reduce((a, v) => a + v.value, 0);
+      expect(timed).toBe(handlerTiming === 1 ? 40 : 5);
+      await bus.close();
+    }
   });
 });
 

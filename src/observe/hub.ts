@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { NativeRecorder } from '../native.js';
+import type { NativeAuditGate, NativeRecorder } from '../native.js';
 import type { SluiceEvent } from '../types.js';
 import type { AuditRecord, HandlerTap, ObservedBus, Observer, ObserverKind } from './observer.js';
 import {
@@ -14,6 +14,10 @@ import {
 
 /** Records taken from the core per N-API call. */
 const DRAIN_MAX = 8192;
+/** Held WASM runs taken from the core's audit gate per N-API call. */
+const GATE_MAX = 1024;
+/** While the bus waits for held WASM runs to be audited, it looks again this often. */
+const GATE_POLL_MS = 5;
 /** Even without a wake-up from the core, observers see records at least this often. */
 const FLUSH_MS = 50;
 /** Sampling of a failing tracing observer is halved down to this rate at most. */
@@ -38,7 +42,15 @@ export interface ObserverStats {
   auditPending: number;
   /** Audit records given up only because the bus was shut down while their sink kept failing. */
   auditAbandoned: number;
+  /**
+   * WASM handler runs whose verdict the core holds until their audit record is durable (waiting
+   * to be written, or being written).
+   */
+  auditHeld: number;
 }
+
+/** A held WASM run as the core's audit gate sends it (crates/core/src/audit.rs `encode_held`). */
+type RawHeld = [number, number, number, string, string, string, string | null, string, string, string, number, string | null];
 
 interface Entry {
   obs: Observer;
@@ -76,6 +88,9 @@ const KIND_INDEX = Object.fromEntries(KINDS.map((k, i) => [k, i])) as Record<Kin
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** `tap.start`'s answer for a run that is counted but not timed (sampled timing). */
+const UNTIMED = -2;
+
 /**
  * Connects the core's lifecycle recorder to the registered observers: sets what the core
  * records, drains it in batches (woken by the core when its ring fills, and on a timer), times JS
@@ -83,6 +98,10 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  */
 export class ObserverHub {
   readonly #recorder: NativeRecorder;
+  readonly #gate: NativeAuditGate;
+  /** Tickets of held WASM runs now durable, released to the core together. */
+  #released: number[] = [];
+  #gateOn = false;
   readonly #bus: ObservedBus;
   readonly #source: string;
   readonly #onTap: (tap: HandlerTap | undefined) => void;
@@ -108,6 +127,11 @@ export class ObserverHub {
   #endMode: 0 | 1 | 2 = 0;
   /** Batch observers count JS handler runs without records. */
   #countHandlers = false;
+  /** 1 in `#timingEvery` JS handler runs is timed (metrics observers' `handlerTiming`). */
+  #timingEvery = 1;
+  #untilTimed = 1;
+  /** Untimed JS runs per subscription since the last flush: [name, acks, errors]. */
+  #untimed = new Map<number, [string | null, number, number]>();
   #jsStarted = 0;
   #jsEnded = 0;
   /**
@@ -130,10 +154,19 @@ export class ObserverHub {
     auditFailures: 0,
     auditPending: 0,
     auditAbandoned: 0,
+    auditHeld: 0,
   };
 
-  constructor(recorder: NativeRecorder, bus: ObservedBus, source: string, onTap: (tap: HandlerTap | undefined) => void) {
+  constructor(
+    recorder: NativeRecorder,
+    gate: NativeAuditGate,
+    bus: ObservedBus,
+    source: string,
+    onTap: (tap: HandlerTap | undefined) => void,
+  ) {
     this.#recorder = recorder;
+    this.#gate = gate;
+    gate.setWaker(() => this.#drainGate());
     this.#bus = bus;
     this.#source = source;
     this.#onTap = onTap;
@@ -201,6 +234,14 @@ export class ObserverHub {
     this.#batchers = this.#entries.filter((e) => typeof e.obs.batch === 'function');
     this.#auditors = this.#entries.filter((e) => typeof e.obs.audit === 'function');
     this.#injectors = this.#entries.filter((e) => typeof e.obs.inject === 'function');
+    // WASM runs are held in the core only while someone audits them: otherwise their workers
+    // settle on their own and JS stays off their path.
+    const gateOn = this.#auditors.length > 0;
+    if (gateOn !== this.#gateOn) {
+      this.#gateOn = gateOn;
+      this.#gate.setOn(gateOn);
+      if (gateOn) this.#gate.arm();
+    }
     this.#coreSampleEvery = rate === Infinity ? 1 : rate;
     // Counts are cumulative in the core; restart the deltas from what it has now.
     this.#recorder.setInterest(counted, every, sampled & ~every, this.#coreSampleEvery);
@@ -211,6 +252,10 @@ export class ObserverHub {
     };
     this.#startMode = mode('handlerStart');
     this.#endMode = mode('handlerEnd');
+    const timers = [...this.#byKind[KIND_INDEX.handlerStart]!, ...this.#byKind[KIND_INDEX.handlerEnd]!];
+    const timing = (e: Entry) => (e.kind === 'metrics' && Number.isInteger(e.obs.handlerTiming) ? Math.max(1, e.obs.handlerTiming!) : 1);
+    this.#timingEvery = timers.length > 0 ? Math.min(...timers.map(timing)) : 1;
+    this.#untilTimed = 1;
     this.#countHandlers = counted !== 0;
     const tapNeeded = this.#startMode !== 0 || this.#endMode !== 0 || this.#countHandlers || this.#auditors.length > 0;
     this.#onTap(tapNeeded ? this.#tap : undefined);
@@ -249,6 +294,12 @@ export class ObserverHub {
     },
     start: (sub, name, event) => {
       if (this.#countHandlers) this.#jsStarted++;
+      // Sampled timing: most runs are only counted (no clock read, no record of their own).
+      if (this.#timingEvery > 1 && --this.#untilTimed > 0 && this.#auditors.length === 0) {
+        this.#lastEnd = -1; // the next timed run cannot start from an earlier run's end
+        return UNTIMED;
+      }
+      this.#untilTimed = this.#timingEvery;
       const s = this.#startMode;
       const e = this.#endMode;
       const wantStart = s === 1 || (s === 2 && this.#traced(event));
@@ -262,6 +313,13 @@ export class ObserverHub {
     },
     end: (sub, name, event, t0, error) => {
       if (this.#countHandlers) this.#jsEnded++;
+      if (t0 === UNTIMED) {
+        let u = this.#untimed.get(sub);
+        if (u === undefined) this.#untimed.set(sub, (u = [name, 0, 0]));
+        if (error) u[2]++;
+        else u[1]++;
+        return undefined;
+      }
       if (t0 < 0) return undefined;
       const t1 = performance.now();
       this.#lastEnd = t1;
@@ -283,8 +341,9 @@ export class ObserverHub {
         outcome: error ? 'error' : 'ack',
         durationUs,
         traceparent: event.traceparent ?? null,
+        runtime: 'js',
       };
-      return this.#audit(rec);
+      return this.#audit(rec).then(() => undefined);
     },
   };
 
@@ -329,32 +388,113 @@ export class ObserverHub {
     }
   }
 
-  /** Every audit sink writes the record; each failure is retried until it succeeds. */
-  async #audit(rec: AuditRecord): Promise<void> {
+  /** Untimed JS runs become one `handlerEnd` record per subscription and outcome. */
+  #flushUntimed(): void {
+    const timeUs = Math.round((performance.timeOrigin + performance.now()) * 1000);
+    for (const [sub, u] of this.#untimed) {
+      for (const [reason, count] of [['ack', u[1]], ['error', u[2]]] as const) {
+        if (count === 0) continue;
+        this.#local.push({
+          kind: 'handlerEnd',
+          timeUs,
+          subscription: sub,
+          id: null,
+          type: null,
+          traceparent: null,
+          count,
+          reason,
+          durationUs: 0,
+          name: u[0],
+          detail: null,
+          eventTimeMs: 0,
+          origin: 'js',
+          untimed: true,
+        });
+      }
+    }
+    this.#untimed.clear();
+  }
+
+  /**
+   * Every audit sink writes the record; each failure is retried until it succeeds. Resolves
+   * true once durable everywhere, false if given up at shutdown.
+   */
+  async #audit(rec: AuditRecord): Promise<boolean> {
     this.#stats.auditPending++;
     try {
-      await Promise.all(this.#auditors.map((e) => this.#auditOne(e, rec)));
+      const done = await Promise.all(this.#auditors.map((e) => this.#auditOne(e, rec)));
+      return done.every(Boolean);
     } finally {
       this.#stats.auditPending--;
     }
   }
 
-  async #auditOne(e: Entry, rec: AuditRecord): Promise<void> {
+  async #auditOne(e: Entry, rec: AuditRecord): Promise<boolean> {
     let delay = AUDIT_RETRY_MIN_MS;
     for (;;) {
       try {
         await e.obs.audit!(rec);
-        return;
+        return true;
       } catch (err) {
         this.#stats.auditFailures++;
         if (this.#shutdown) {
           this.#stats.auditAbandoned++;
           process.emitWarning(`sluice: audit record for event ${rec.id} abandoned at shutdown: ${String(err)}`);
-          return;
+          return false;
         }
         await sleep(delay);
         delay = Math.min(delay * 2, AUDIT_RETRY_MAX_MS);
       }
+    }
+  }
+
+  /**
+   * Takes the WASM runs the core holds for audit, writes each through every audit observer, and
+   * releases it (the core then settles its verdict) once durable. A record abandoned at shutdown
+   * is not released: its event stays unacknowledged (a durable subscription delivers it again).
+   */
+  #drainGate(): void {
+    for (;;) {
+      const held = JSON.parse(this.#gate.take(GATE_MAX)) as RawHeld[];
+      for (const h of held) {
+        const rec: AuditRecord = {
+          time: h[1] / 1000,
+          id: h[3],
+          type: h[4],
+          source: h[5],
+          subscription: h[2],
+          name: h[7],
+          outcome: h[9],
+          durationUs: h[10],
+          traceparent: h[11],
+          runtime: 'wasm',
+          module: h[8],
+        };
+        const ticket = h[0];
+        void this.#audit(rec).then((durable) => durable && this.#release(ticket));
+      }
+      if (held.length < GATE_MAX) break;
+    }
+    this.#gate.arm();
+  }
+
+  #release(ticket: number): void {
+    // Records of one fsync group resolve together: one crossing into the core for all of them.
+    if (this.#released.push(ticket) === 1) {
+      queueMicrotask(() => {
+        const tickets = Float64Array.from(this.#released);
+        this.#released = [];
+        this.#gate.release(tickets);
+      });
+    }
+  }
+
+  /** Resolves once no WASM run is held for audit (polling: the core's wake-up does not keep Node alive). */
+  async auditIdle(): Promise<void> {
+    for (;;) {
+      this.#drainGate();
+      if (this.#gate.pending === 0) return;
+      await sleep(GATE_POLL_MS);
     }
   }
 
@@ -422,6 +562,7 @@ export class ObserverHub {
         this.#lastCounts = batch.counts;
         this.#lastLost = batch.lost;
         // JS handler records join the batch; their counts add to the core's.
+        if (batch.records.length < DRAIN_MAX && this.#untimed.size > 0) this.#flushUntimed();
         const local = batch.records.length < DRAIN_MAX ? this.#local.splice(0) : [];
         counts.handlerStart += this.#jsStarted;
         counts.handlerEnd += this.#jsEnded;
@@ -448,7 +589,7 @@ export class ObserverHub {
   }
 
   stats(): ObserverStats {
-    return { ...this.#stats, observers: this.#entries.length, lost: { ...this.#stats.lost } };
+    return { ...this.#stats, observers: this.#entries.length, lost: { ...this.#stats.lost }, auditHeld: this.#gate.pending };
   }
 
   /** The bus is shutting down: a sink that still fails after this gives up (counted). */

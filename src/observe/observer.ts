@@ -8,8 +8,9 @@ import type { SluiceEvent } from '../types.js';
  * - `tracing`: synchronous, sees sampled events only (`sampleEvery`); a hook that throws halves
  *   its observer's sampling rate (degrades), counted.
  * - `audit`: `audit()` is asynchronous and strongly consistent: a handled event is not
- *   acknowledged (its handler's slot and the bus's drain stay held) until its audit record is
- *   durably written; a failed write is retried, never dropped.
+ *   acknowledged (its handler's slot and the bus's drain stay held; for a WASM handler, its
+ *   verdict is held in the core) until its audit record is durably written; a failed write is
+ *   retried, never dropped.
  */
 export type ObserverKind = 'metrics' | 'tracing' | 'audit';
 
@@ -23,12 +24,19 @@ export interface AuditRecord {
   type: string;
   source: string;
   subscription: number;
-  /** Subscription name, if it has one. */
+  /** JS: the subscription's name, if it has one. WASM: the deployment's name. */
   name: string | null;
-  /** `ack` when the handler returned, `error` when it threw or rejected. */
-  outcome: 'ack' | 'error';
+  /**
+   * JS: `ack` when the handler returned, `error` when it threw or rejected. WASM: `ack`,
+   * `retry`, `reject` or the error code (`ERR_TRAP`, `ERR_TIMEOUT`, …).
+   */
+  outcome: 'ack' | 'error' | 'retry' | 'reject' | (string & {});
   durationUs: number;
   traceparent: string | null;
+  /** Where the handler ran. */
+  runtime: 'js' | 'wasm';
+  /** WASM: the hash of the module version that ran. */
+  module?: string;
 }
 
 /** A plain object with optional typed hooks; register with `bus.use(observer)`. */
@@ -38,6 +46,15 @@ export interface Observer {
   kind?: ObserverKind;
   /** Tracing: 1 in `sampleEvery` events without a sampled traceparent is seen (default 1). */
   sampleEvery?: number;
+  /**
+   * Metrics: time 1 in `handlerTiming` JS handler runs (default 1: every run). Reading the clock
+   * can cost more than a small handler on a virtual machine; the untimed runs are still counted
+   * exactly, as `handlerEnd` records with `untimed: true` that stand for `count` runs of one
+   * subscription and outcome (one such record per subscription and outcome per batch). Applies
+   * only while every observer hooking `handlerStart`/`handlerEnd` asks for it, and never to
+   * WASM handlers (the core times those off the JS thread).
+   */
+  handlerTiming?: number;
 
   published?: Hook<'published'>;
   dropped?: Hook<'dropped'>;

@@ -54,6 +54,12 @@ export interface LifecycleRecord<K extends KindName = KindName> {
   eventTimeMs: number;
   /** `'js'` for JS handlers timed on the JS thread, `'core'` for records from the core. */
   origin: 'js' | 'core';
+  /**
+   * JS `handlerEnd` only, when observers sample handler timing (`Observer.handlerTiming`):
+   * `count` runs of this subscription with this outcome that were counted but not timed
+   * (`durationUs` 0, no event).
+   */
+  untimed?: true;
 }
 
 export type CountsByKind = Record<KindName, number>;

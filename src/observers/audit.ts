@@ -32,7 +32,20 @@ export function auditSink(options: AuditSinkOptions): Observer & { readonly writ
   async function handle(): Promise<FileHandle> {
     if (fh) return fh;
     if (options.mkdir) await mkdir(dirname(file), { recursive: true });
-    fh = await open(file, 'a');
+    const h = await open(file, 'a');
+    try {
+      // The file's directory entry must be durable too, or a crash could lose the whole file.
+      const dir = await open(dirname(file), 'r');
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
+    } catch (e) {
+      await h.close().catch(() => {});
+      throw e;
+    }
+    fh = h;
     return fh;
   }
 

@@ -8,7 +8,8 @@
  * |---|---|---|
  * | `sluice_events_published_total` / `_delivered_total` / `_expired_total` | counter | — |
  * | `sluice_events_dropped_total` | counter | `reason` |
- * | `sluice_handler_duration_seconds` | histogram | `handler`, `runtime`, `outcome` |
+ * | `sluice_handler_runs_total` | counter | `handler`, `runtime`, `outcome`: every run, exact |
+ * | `sluice_handler_duration_seconds` | histogram | `handler`, `runtime`, `outcome`: every WASM run, 1 in `handlerTiming` JS runs |
  * | `sluice_deployment_events_total` | counter | `deployment`, `version`, `outcome` (per module version) |
  * | `sluice_sandbox_faults_total` | counter | `deployment`, `kind` (`trap`/`limit`), `code` |
  * | `sluice_retries_total` / `sluice_dead_letters_total` | counter | `handler` |
@@ -28,6 +29,12 @@ export interface PrometheusOptions {
   prefix?: string;
   /** Handler duration buckets in seconds. */
   buckets?: number[];
+  /**
+   * Time 1 in this many JS handler runs for the duration histogram (default 16; 1 = every run).
+   * Every run is still counted in `sluice_handler_runs_total`; reading the clock per run costs
+   * more than a small handler on many virtual machines (see docs/observers.md).
+   */
+  handlerTiming?: number;
 }
 
 const MAX_CHILDREN = 4096;
@@ -37,6 +44,8 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
   const registry = options?.registry;
   if (!registry || typeof registry.registerMetric !== 'function') throw new TypeError('prometheusObserver needs options.registry (a prom-client Registry)');
   const p = options.prefix ?? 'sluice_';
+  const handlerTiming = options.handlerTiming ?? 16;
+  if (!Number.isInteger(handlerTiming) || handlerTiming < 1) throw new RangeError(`handlerTiming must be a positive integer, got ${String(options.handlerTiming)}`);
   const registers = [registry];
   let bus: ObservedBus | undefined;
 
@@ -44,6 +53,12 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
   const delivered = new Counter({ name: `${p}events_delivered_total`, help: 'Events handed to a consumer', registers });
   const expired = new Counter({ name: `${p}events_expired_total`, help: 'Events whose deadline passed or Context ended while queued', registers });
   const dropped = new Counter({ name: `${p}events_dropped_total`, help: 'Events dropped, by reason', labelNames: ['reason'], registers });
+  const runs = new Counter({
+    name: `${p}handler_runs_total`,
+    help: 'Handler runs, by handler, runtime and outcome',
+    labelNames: ['handler', 'runtime', 'outcome'],
+    registers,
+  });
   const duration = new FastHistogram({
     name: `${p}handler_duration_seconds`,
     help: 'Handler run time',
@@ -64,7 +79,10 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
   /** Subscription id → seconds the last event delivered from it had waited. */
   const lag = new Map<number, number>();
   /** Labelled children per (subscription, runtime, outcome, version): label hashing once, not per event. */
-  const children = new Map<number, Map<string | null, { duration: { observe(v: number): void }; version: { inc(): void } | undefined }>>();
+  const children = new Map<
+    number,
+    Map<string | null, { runs: { inc(n: number): void }; duration: { observe(v: number): void }; version: { inc(): void } | undefined }>
+  >();
   const subName = new Map<number, string>();
   const label = (s: { id: number; name: string | null; pattern: string }) => s.name ?? `${s.pattern}#${s.id}`;
   const handlerOf = (r: LifecycleRecord) => r.name ?? subName.get(r.subscription) ?? `#${r.subscription}`;
@@ -109,6 +127,7 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
   return {
     name: 'sluice/prometheus',
     kind: 'metrics',
+    handlerTiming,
     attach(b) {
       bus = b;
     },
@@ -131,12 +150,16 @@ export function prometheusObserver(options: PrometheusOptions): Observer {
       if (c === undefined) {
         const runtime = r.origin === 'js' ? 'js' : 'wasm';
         const outcome = r.reason ?? 'unknown';
+        const labels = { handler: handlerOf(r), runtime, outcome };
         c = {
-          duration: duration.child({ handler: handlerOf(r), runtime, outcome }),
+          runs: runs.labels(labels),
+          duration: duration.child(labels),
           version: runtime === 'wasm' ? perVersion.labels({ deployment: r.name ?? '', version: r.detail ?? '', outcome }) : undefined,
         };
         if (perSub.size < MAX_CHILDREN) perSub.set(key, c);
       }
+      c.runs.inc(r.count);
+      if (r.untimed) return;
       c.duration.observe(r.durationUs / 1e6);
       c.version?.inc();
       // Lag: from publish to the handler's start.

@@ -108,6 +108,8 @@ pub struct Bus {
     delivery: Arc<DeliveryEnv>,
     /// Lifecycle records for observers (see observe.rs); off until someone watches.
     recorder: Arc<Recorder>,
+    /// Verdicts of worker-thread handler runs waiting for their audit record (see audit.rs).
+    audit: crate::audit::AuditGate,
 }
 
 /// The outcome of a publish that may have to wait.
@@ -375,6 +377,7 @@ impl Bus {
             retired: std::sync::Mutex::new(Totals::default()),
             delivery,
             recorder: Arc::new(Recorder::default()),
+            audit: crate::audit::AuditGate::default(),
         })
     }
 
@@ -387,6 +390,12 @@ impl Bus {
     /// Where every layer records lifecycle events for observers (`docs/observers.md`).
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.recorder
+    }
+
+    /// Where handlers running off the JS thread hold their verdicts while an audit observer
+    /// writes their records (see audit.rs).
+    pub fn audit_gate(&self) -> &crate::audit::AuditGate {
+        &self.audit
     }
 
     pub fn subscribe(&self, pattern: &str, opts: SubscribeOptions) -> Result<Arc<Subscription>> {
@@ -706,6 +715,26 @@ impl Bus {
                 self.make_event(EventInit { topic: topic.clone(), data: json_array[r].to_vec(), ..Default::default() }, ctx)
             })
             .collect()
+    }
+
+    /// Gives each event of a freshly made batch its W3C traceparent (one per event, `""` for
+    /// none), as a tracing observer injected them: a batch is traced per event, like events
+    /// published one by one. Call before publishing, while the batch is not shared.
+    pub fn trace_batch(events: &mut [Arc<Event>], traceparents: &[String]) -> Result<()> {
+        if traceparents.len() != events.len() {
+            return Err(Error::invalid(format!("batch has {} events but {} traceparents", events.len(), traceparents.len())));
+        }
+        for (ev, tp) in events.iter_mut().zip(traceparents) {
+            if tp.is_empty() {
+                continue;
+            }
+            if tp.len() > MAX_ATTR_BYTES {
+                return Err(Error::invalid(format!("traceparent must be a non-empty string of at most {MAX_ATTR_BYTES} bytes")));
+            }
+            let ev = Arc::get_mut(ev).ok_or_else(|| Error::invalid("trace_batch needs a batch nobody else holds yet"))?;
+            ev.traceparent = Some(tp.as_str().into());
+        }
+        Ok(())
     }
 
     /// Publishes events in order without waiting; returns how many every subscription took.

@@ -2,6 +2,7 @@
 //! reads, a Context tree, declarative filters and counters. Plain Rust: this crate never links
 //! N-API or Wasmtime, so every rule here is tested with `cargo test` alone.
 
+pub mod audit;
 pub mod bus;
 pub mod codec;
 pub mod context;

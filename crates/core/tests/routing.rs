@@ -253,6 +253,21 @@ fn make_batch_splits_one_json_array() {
     assert_eq!(bus.make_batch(&["b.x".into()], b"[1]", Some(&c)).unwrap_err().code(), "ERR_CANCELED");
 }
 
+#[test]
+fn trace_batch_gives_each_event_its_own_traceparent() {
+    let bus = bus(16, Overflow::DropNewest);
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut evs = bus.make_batch(&["b.x".into()], b"[1,2,3]", None).unwrap();
+    Bus::trace_batch(&mut evs, &[tp.into(), String::new(), tp.replace("-01", "-00")]).unwrap();
+    let tps: Vec<_> = evs.iter().map(|e| e.traceparent.as_deref()).collect();
+    assert_eq!(tps, vec![Some(tp), None, Some(&*tp.replace("-01", "-00"))]);
+    assert_eq!(Bus::trace_batch(&mut evs, &[tp.into()]).unwrap_err().code(), "ERR_INVALID_ARG");
+    assert_eq!(Bus::trace_batch(&mut evs, &["x".repeat(2000), String::new(), String::new()]).unwrap_err().code(), "ERR_INVALID_ARG");
+    let shared = evs[0].clone();
+    assert_eq!(Bus::trace_batch(&mut evs, &[tp.into(), String::new(), String::new()]).unwrap_err().code(), "ERR_INVALID_ARG");
+    drop(shared);
+}
+
 fn batch(bus: &Bus, topic: &str, n: u64) -> Vec<Arc<Event>> {
     (0..n).map(|s| bus.make_event(init(topic, 7, s), None).unwrap()).collect()
 }

@@ -7,7 +7,7 @@ use crate::subscription::NativeSubscription;
 use napi::bindgen_prelude::{AsyncTask, Either, External, Uint8Array};
 use napi_derive::napi;
 use sluice_core::overflow::validate_capacity;
-use sluice_core::{Bus, BusOptions, Delivery, Encoding, EventInit, FilterChain, Fsync, JournalConfig, Overflow, Published};
+use sluice_core::{Bus, BusOptions, Delivery, Encoding, Event, EventInit, FilterChain, Fsync, JournalConfig, Overflow, Published};
 use sluice_sandbox::{DeploySpec, Deployments, Isolation, SandboxOptions};
 use std::sync::Arc;
 
@@ -125,6 +125,14 @@ fn init(topic: String, data: Vec<u8>, encoding: Encoding, attrs: Option<PublishA
     EventInit { topic, id, subject, traceparent, encoding: Some(encoding), data }
 }
 
+/// A batch with the traceparents a tracing observer injected (one per event, `""` for none).
+fn traced(mut events: Vec<Arc<Event>>, traceparents: Option<Vec<String>>) -> sluice_core::Result<Vec<Arc<Event>>> {
+    if let Some(tps) = traceparents {
+        Bus::trace_batch(&mut events, &tps)?;
+    }
+    Ok(events)
+}
+
 fn pending(d: Delivery) -> Option<NativePending> {
     match d {
         Delivery::Done { .. } => None,
@@ -232,20 +240,27 @@ impl NativeBus {
         topics: Vec<String>,
         json: String,
         ctx: Option<&NativeContext>,
+        traceparents: Option<Vec<String>>,
     ) -> napi::Result<Option<NativePending>> {
         guard(|| {
             let c = ctx.map(|c| &c.inner);
-            let events = self.inner.make_batch(&topics, json.as_bytes(), c)?;
+            let events = traced(self.inner.make_batch(&topics, json.as_bytes(), c)?, traceparents)?;
             Ok(self.inner.publish_batch(events, c)?.map(|b| NativePending::new(Waiting::Batch(b, self.inner.clone()))))
         })
     }
 
     /// Never waits; returns how many events every matching subscription took.
     #[napi]
-    pub fn try_publish_batch(&self, topics: Vec<String>, json: String, ctx: Option<&NativeContext>) -> napi::Result<u32> {
+    pub fn try_publish_batch(
+        &self,
+        topics: Vec<String>,
+        json: String,
+        ctx: Option<&NativeContext>,
+        traceparents: Option<Vec<String>>,
+    ) -> napi::Result<u32> {
         guard(|| {
             let c = ctx.map(|c| &c.inner);
-            let events = self.inner.make_batch(&topics, json.as_bytes(), c)?;
+            let events = traced(self.inner.make_batch(&topics, json.as_bytes(), c)?, traceparents)?;
             self.inner.try_publish_batch(events)
         })
     }
@@ -338,6 +353,12 @@ impl NativeBus {
     #[napi]
     pub fn recorder(&self) -> crate::observe::NativeRecorder {
         crate::observe::NativeRecorder::new(self.inner.recorder().clone(), self.inner.origin().clone())
+    }
+
+    /// The gate where WASM handler runs wait for audit observers (see `crates/node/src/audit.rs`).
+    #[napi]
+    pub fn audit_gate(&self) -> crate::audit::NativeAuditGate {
+        crate::audit::NativeAuditGate::new(self.inner.clone())
     }
 
     /// A handle for the hot-path functions below: they take it as an External, which skips
@@ -440,10 +461,11 @@ pub fn try_publish_batch_to(
     topic: u32,
     json: String,
     ctx: Option<&NativeContext>,
+    traceparents: Option<Vec<String>>,
 ) -> napi::Result<u32> {
     guard(|| {
         let c = ctx.map(|c| &c.inner);
-        bus.try_publish_batch(bus.make_batch_interned(topic, json.as_bytes(), c)?)
+        bus.try_publish_batch(traced(bus.make_batch_interned(topic, json.as_bytes(), c)?, traceparents)?)
     })
 }
 
@@ -454,10 +476,11 @@ pub fn publish_batch_to(
     topic: u32,
     json: String,
     ctx: Option<&NativeContext>,
+    traceparents: Option<Vec<String>>,
 ) -> napi::Result<Option<NativePending>> {
     guard(|| {
         let c = ctx.map(|c| &c.inner);
-        let events = bus.make_batch_interned(topic, json.as_bytes(), c)?;
+        let events = traced(bus.make_batch_interned(topic, json.as_bytes(), c)?, traceparents)?;
         Ok(bus.publish_batch(events, c)?.map(|b| NativePending::new(Waiting::Batch(b, (**bus).clone()))))
     })
 }

@@ -2,6 +2,7 @@
 //! become JS errors whose message starts with their stable code, and every export runs under
 //! `guard` so a Rust panic becomes an error instead of aborting Node. No business logic lives here.
 
+mod audit;
 mod bus;
 mod context;
 mod delivery;
@@ -15,6 +16,7 @@ pub use bus::{
     publish_batch_to, publish_bytes_to, publish_to, try_publish_batch_to, try_publish_bytes_to, try_publish_to, watch_durable,
     NativeBus,
 };
+pub use audit::NativeAuditGate;
 pub use bus::NativeReplay;
 pub use context::NativeContext;
 pub use delivery::DeliveryInit;

@@ -126,28 +126,29 @@ fn handle_one(bus: &Bus, versions: &Rollout, sub: &Arc<Subscription>, d: &Delive
     };
     // The routing table picks exactly one version for this event (by id, topic, labels).
     let version = versions.route(&envelope);
-    let run = record::start(bus.recorder(), sub, ev, &shared.name, version.hash());
+    let run = record::start(bus, sub, ev, &shared.name, version.hash());
     let result = version.run(&envelope, ev.deadline.map(|d| d.at));
-    record::end(bus.recorder(), run, sub, ev, &shared.name, version.hash(), &result.outcome);
+    let us = record::end(bus.recorder(), run, sub, ev, &shared.name, version.hash(), &result.outcome);
+    let hash: Arc<str> = if bus.audit_gate().on() { version.hash().into() } else { Arc::from("") };
     drop(version);
     if matches!(result.outcome, Outcome::Ack) {
         publish_emits(bus, versions.timeout(), ev, result.emits, shared);
     } else {
         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
-    settle(bus, sub, d.tag, result.outcome);
+    let ran = record::Ran { name: &shared.name, hash: &hash, outcome: record::outcome_name(&result.outcome), duration_us: us };
+    record::settle(bus, sub, ev, d.tag, verdict(result.outcome), ran, &shared.stop);
 }
 
 /// Turns the guest's outcome into the core's settle verdict: status 0 ack, 1 retry, 2 reject
 /// (dead letter); a trap, a limit or a bad status is a failure (retried per the policy).
-fn settle(bus: &Bus, sub: &Arc<Subscription>, tag: u64, outcome: Outcome) {
-    let verdict = match outcome {
+fn verdict(outcome: Outcome) -> Settle {
+    match outcome {
         Outcome::Ack => Settle::Ack,
         Outcome::Retry => Settle::Retry("handler returned 1 (retry)".into()),
         Outcome::Reject => Settle::Reject("handler returned 2 (reject)".into()),
         Outcome::Error(e) => Settle::Fail(e.to_string()),
-    };
-    sub.settle(bus, tag, verdict);
+    }
 }
 
 /// Publishes a handler's emits as children of `parent`: same Context (so the deadline flows

@@ -158,7 +158,7 @@ pub(crate) fn remote_loop(
                 Ok(()) => {
                     token += 1;
                     let (i, delivery) = waiting.pop_front().unwrap();
-                    let run = record::start(bus.recorder(), &subs[i], &delivery.event, &shared.name, hash);
+                    let run = record::start(bus, &subs[i], &delivery.event, &shared.name, hash);
                     taken.insert(token, Taken { delivery, sub: i, submitted: Instant::now(), run });
                 }
                 // Full: keep the event (and its encoding) for the next round.
@@ -247,7 +247,8 @@ fn settle(
         RemoteOutcome::Done(result) => result.outcome.clone(),
         RemoteOutcome::GaveUp(reason) => Outcome::Error(SandboxError::new(ErrorKind::Trap, reason.clone())),
     };
-    record::end(bus.recorder(), run, sub, &delivery.event, &shared.name, hash, &observed);
+    let us = record::end(bus.recorder(), run, sub, &delivery.event, &shared.name, hash, &observed);
+    let why = record::outcome_name(&observed);
     let verdict = match outcome {
         RemoteOutcome::Done(result) => {
             c.emits_refused.fetch_add(u64::from(result.refused_emits), Ordering::Relaxed);
@@ -281,5 +282,7 @@ fn settle(
     if verdict != Verdict::Ack {
         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
-    sub.settle(bus, delivery.tag, verdict);
+    let module: Arc<str> = if bus.audit_gate().on() { hash.into() } else { Arc::from("") };
+    let ran = record::Ran { name: &shared.name, hash: &module, outcome: why, duration_us: us };
+    record::settle(bus, sub, &delivery.event, delivery.tag, verdict, ran, &shared.stop);
 }
