@@ -1,9 +1,14 @@
 // Observer overhead: bus throughput (publish → sync JS handler, end to end) with no observer,
-// with the Prometheus metrics observer, and with the OpenTelemetry tracing observer (every event
+// with the Prometheus metrics observer (JS handler runs timed 1 in 16, its default, and every
+// run), and with the OpenTelemetry tracing observer (every event
 // traced, and 1 in 100). `npm run bench:observers` (needs `npm run build` first).
 //
-// The configurations run interleaved — one round of each, ROUNDS times — so load changes on a
-// shared machine hit them alike; the median round is reported with min–max.
+// The configurations run interleaved — one round of each, ROUNDS times, in alternating order
+// (A B C D, D C B A, …) — so load changes on a shared machine hit them alike. Reported per
+// configuration: the median rate with min–max, the median CPU time per event
+// (`process.cpuUsage`, every thread of the process), and the cost against "no observer" as the
+// median of per-round ratios (each configuration against the baseline round run next to it),
+// which cancels most of the machine's drift that the spread of the raw rates shows.
 //
 // Environment:
 //   SLUICE_BENCH_ROUNDS=7         rounds per configuration
@@ -42,6 +47,10 @@ function tracer() {
 const CONFIGS = [
   { name: 'no observer', observe: () => {} },
   { name: 'metrics: sluice/prometheus', observe: (bus) => bus.use(prometheusObserver({ registry: new Registry() })) },
+  {
+    name: 'metrics: prometheus, every run timed',
+    observe: (bus) => bus.use(prometheusObserver({ registry: new Registry(), handlerTiming: 1 })),
+  },
   { name: 'tracing: sluice/otel, every event', observe: (bus) => bus.use(otelObserver({ tracer: tracer() })) },
   { name: 'tracing: sluice/otel, 1 in 100', observe: (bus) => bus.use(otelObserver({ tracer: tracer(), sampleEvery: 100 })) },
 ];
@@ -102,21 +111,25 @@ async function main() {
   for (const mode of MODES) {
     const runs = CONFIGS.map(() => []);
     for (let r = 0; r < ROUNDS; r++) {
-      for (let c = 0; c < CONFIGS.length; c++) runs[c].push(await round(mode, CONFIGS[c]));
+      const order = CONFIGS.map((_, c) => c);
+      if (r % 2 === 1) order.reverse();
+      for (const c of order) runs[c][r] = await round(mode, CONFIGS[c]);
     }
     const rates = runs.map((rs) => rs.map((r) => r.rate));
     const cpus = runs.map((rs) => rs.map((r) => r.cpuNs));
-    const base = median(rates[0]);
-    const baseCpu = median(cpus[0]);
-    console.log(`\n${mode.name}                          rate (min–max)          throughput cost   CPU/event   CPU cost`);
+    console.log(`\n${mode.name}`);
+    console.log(`  ${''.padEnd(36)} ${'rate (min–max)'.padEnd(28)} ${'cost (paired)'.padStart(14)}   ${'CPU/event'.padStart(9)}  ${'CPU cost (paired)'.padStart(17)}`);
     for (let c = 0; c < CONFIGS.length; c++) {
       const m = median(rates[c]);
       const cpu = median(cpus[c]);
-      const cost = c === 0 ? '' : `${(100 * (1 - m / base)).toFixed(1)}%`;
-      const cpuCost = c === 0 ? '' : `${(100 * (cpu / baseCpu - 1)).toFixed(1)}%`;
+      // Paired: this configuration's round against the baseline round of the same pass.
+      const costs = rates[c].map((x, r) => 1 - x / rates[0][r]);
+      const cpuCosts = cpus[c].map((x, r) => x / cpus[0][r] - 1);
+      const pct = (xs) => `${(100 * median(xs)).toFixed(1)}% (${(100 * Math.min(...xs)).toFixed(0)}…${(100 * Math.max(...xs)).toFixed(0)})`;
+      const cost = c === 0 ? '' : pct(costs);
+      const cpuCost = c === 0 ? '' : pct(cpuCosts);
       console.log(
-        `  ${CONFIGS[c].name.padEnd(36)} ${fmt(m).padStart(9)} (${fmt(Math.min(...rates[c]))}–${fmt(Math.max(...rates[c]))})`.padEnd(72) +
-          `${cost.padStart(8)}   ${(cpu / 1000).toFixed(2).padStart(6)} µs  ${cpuCost.padStart(8)}`,
+        `  ${CONFIGS[c].name.padEnd(36)} ${`${fmt(m)} (${fmt(Math.min(...rates[c]))}–${fmt(Math.max(...rates[c]))})`.padEnd(28)} ${cost.padStart(14)}   ${(cpu / 1000).toFixed(2).padStart(6)} µs  ${cpuCost.padStart(17)}`,
       );
       results.push({
         mode: mode.name,
@@ -124,9 +137,11 @@ async function main() {
         median: m,
         min: Math.min(...rates[c]),
         max: Math.max(...rates[c]),
-        costVsNone: c === 0 ? 0 : 1 - m / base,
+        costVsNone: c === 0 ? 0 : median(costs),
+        costsPerRound: c === 0 ? [] : costs,
         cpuNsPerEvent: cpu,
-        cpuCostVsNone: c === 0 ? 0 : cpu / baseCpu - 1,
+        cpuCostVsNone: c === 0 ? 0 : median(cpuCosts),
+        cpuCostsPerRound: c === 0 ? [] : cpuCosts,
       });
     }
   }
