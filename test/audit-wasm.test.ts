@@ -56,7 +56,7 @@ describe('audit of WASM handlers', () => {
     const ok = await until(() => {
       const s = sub();
       if (s.acked > 0 && !readFileSync(file, 'utf8').includes('"id":"fine"')) ackedSeenWithoutLine = true;
-      return s.acked === 1 && s.deadLettered === 2 && dead.length === 2;
+      return s.acked === 1 && s.deadLettered === 2 && dead.length === 2 && bus.stats().observers!.auditPending === 0;
     });
     expect(ok).toBe(true);
     expect(ackedSeenWithoutLine).toBe(false);

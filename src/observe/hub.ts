@@ -196,6 +196,8 @@ export class ObserverHub {
       if (removed) return;
       removed = true;
       this.flush();
+      // WASM runs held so far are still written by the observers registered now.
+      if (this.#gateOn) this.#drainGate();
       this.#entries = this.#entries.filter((e) => e !== entry);
       entry.closed = true;
       this.#reconfigure();
@@ -599,6 +601,9 @@ export class ObserverHub {
 
   async close(): Promise<void> {
     this.flush();
+    // Whatever is still held goes to the writers (and is abandoned, unreleased, if they fail):
+    // switching the gate off below would otherwise settle it unaudited.
+    if (this.#gateOn) this.#drainGate();
     this.#shutdown = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
