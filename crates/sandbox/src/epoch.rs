@@ -41,9 +41,11 @@ impl Ticker {
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
+        let (started, has_started) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = thread::Builder::new()
             .name("sluice-epoch".into())
             .spawn(move || {
+                let _ = started.send(());
                 // Keep ticking for a while after the last call so a steady stream of short
                 // calls does not pay a futex wake-up per event; park after a quiet spell.
                 let mut idle_ticks = 0u32;
@@ -62,6 +64,11 @@ impl Ticker {
                     engine.increment_epoch();
                 }
             })?;
+        // Return only once the thread runs its own code: its start-up syscalls (glibc's rseq
+        // and robust-list registration, std's thread name and signal stack) are behind it. The
+        // isolation helper installs a seccomp filter for every thread right after creating an
+        // engine; a ticker still starting then would be killed (SIGSYS on `rseq`, seen under load).
+        let _ = has_started.recv();
         Ok(Ticker {
             shared,
             thread: Some(thread),
