@@ -124,13 +124,12 @@ fn retry_counts_survive_a_restart_and_dead_lettering_counts_every_attempt() {
     {
         let bus = journal_bus(dir.path());
         let sub = durable(&bus, "r", retrying(4));
-        for i in 0..3 {
-            publish(&bus, i, None);
-        }
-        // Event 0 keeps failing, event 1 fails once, event 2 is fine; "the process dies" after five
-        // deliveries, with 0 waiting for its third attempt (1 succeeded on its second).
-        let seen = handle(&bus, &sub, 5, |i, a| i == 0 || (i == 1 && a == 1));
-        assert!(seen.contains(&(0, 2)) && seen.contains(&(1, 2)), "{seen:?}");
+        publish(&bus, 0, None);
+        publish(&bus, 1, None);
+        // Event 1 is fine; event 0 fails twice, then "the process dies" while it waits for its
+        // third attempt. (One event retrying at a time: the order of deliveries is fixed.)
+        assert_eq!(handle(&bus, &sub, 2, |i, _| i == 0), vec![(0, 1), (1, 1)]);
+        assert_eq!(handle(&bus, &sub, 1, |_, _| true), vec![(0, 2)]);
         bus.shutdown();
         assert_eq!(bus.close_journal().unwrap(), 1, "only event 0 is left");
     }
