@@ -65,6 +65,8 @@ impl Wakeup {
 }
 
 pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscription>], shared: &Shared) {
+    // A version retired while this worker held it is torn down elsewhere, not before our next event.
+    crate::rollout::on_event_path();
     let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
     let mut id = String::new();
     let mut idle_since: Option<Instant> = None;

@@ -10,6 +10,7 @@
 mod clock;
 mod history;
 mod info;
+mod release;
 mod route;
 mod shadow;
 mod version;
@@ -36,6 +37,7 @@ pub use history::{Action, HistoryEntry, HISTORY_LIMIT};
 pub use info::{AutoRollbackInfo, CandidateInfo, RollbackInfo, RolloutInfo, VersionInfo, VersionInstances};
 pub use shadow::ShadowInfo;
 pub use watch::{AutoRollback, Verdict};
+pub(crate) use release::on_event_path;
 
 use clock::unix_ms;
 use history::History;
@@ -471,14 +473,14 @@ impl Rollout {
             .filter_map(|h| st.records.get(h))
             .map(|r| {
                 let live = r.live();
-                let (live_n, idle) = live.as_ref().map_or((0, 0), |v| v.sandbox.instance_counts());
+                let (live_n, idle) = live.as_ref().map_or((0, 0), |v| v.sandbox().instance_counts());
                 let c = &r.counters;
                 let releases = r.releases.load(Ordering::Relaxed);
                 VersionInfo {
                     hash: r.hash.clone(),
                     role: role(&r.hash),
                     in_flight: r.in_flight.load(Ordering::Relaxed),
-                    released: live.is_none(),
+                    released: r.released(),
                     activations: r.activations.load(Ordering::Relaxed),
                     releases,
                     released_at: (releases > 0).then(|| r.last_released_ms.load(Ordering::Relaxed)),
@@ -556,7 +558,7 @@ impl Rollout {
                 *errors.entry(k).or_default() += n;
             }
             if let Some(v) = r.live() {
-                let (live, idle) = v.sandbox.instance_counts();
+                let (live, idle) = v.sandbox().instance_counts();
                 t.live += live;
                 t.idle += idle;
             }

@@ -135,7 +135,10 @@ pub(crate) fn start(
     let handle = thread::Builder::new()
         .name(format!("sluice-shadow-{name}"))
         .stack_size(4 << 20)
-        .spawn(move || run(rx, &candidate, &thread_stats, &thread_active, watch.as_ref(), &*trip))?;
+        .spawn(move || {
+            super::release::on_event_path();
+            run(rx, &candidate, &thread_stats, &thread_active, watch.as_ref(), &*trip)
+        })?;
     Ok((ShadowLink { tx, stats, active }, handle))
 }
 

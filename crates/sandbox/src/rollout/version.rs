@@ -2,7 +2,8 @@
 //! instances. It lives as long as a routing table or an event in flight holds it; when the last
 //! holder lets go (the table was swapped and the last in-flight event finished), `Drop` releases
 //! its instances. What must outlive that — counters, in-flight count, release times — sits in the
-//! `HashRecord` of its hash, shared by every activation of the same bytes.
+//! `HashRecord` of its hash, shared by every activation of the same bytes. A version dropped on
+//! a worker is torn down on the release thread (`release.rs`), not in front of the next event.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -14,6 +15,7 @@ use crate::registry::HandlerModule;
 use crate::stats::Counters;
 
 use super::clock::unix_ms;
+use super::release;
 
 /// Everything a deployment remembers about one module hash.
 pub(crate) struct HashRecord {
@@ -52,9 +54,11 @@ impl HashRecord {
         if let Some(v) = live.upgrade() {
             return Ok(v);
         }
+        // Pool slots of versions still being released are free again before new ones are taken.
+        release::flush();
         let sandbox = Sandbox::with_counters(self.module.clone(), options.clone(), self.counters.clone())?;
         sandbox.prewarm()?;
-        let version = Arc::new(Version { record: self.clone(), sandbox });
+        let version = Arc::new(Version { record: self.clone(), sandbox: Some(sandbox) });
         self.activations.fetch_add(1, Ordering::Relaxed);
         *live = Arc::downgrade(&version);
         Ok(version)
@@ -64,12 +68,18 @@ impl HashRecord {
     pub fn live(&self) -> Option<Arc<Version>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
     }
+
+    /// No activation is live and every one has let its instances go.
+    pub fn released(&self) -> bool {
+        self.live().is_none() && self.releases.load(Ordering::Acquire) >= self.activations.load(Ordering::Relaxed)
+    }
 }
 
 /// One activation of a module: its instances.
 pub(crate) struct Version {
     pub record: Arc<HashRecord>,
-    pub sandbox: Sandbox,
+    /// Taken out only by `Drop`.
+    sandbox: Option<Sandbox>,
 }
 
 impl Version {
@@ -77,24 +87,34 @@ impl Version {
         &self.record.hash
     }
 
+    pub fn sandbox(&self) -> &Sandbox {
+        self.sandbox.as_ref().expect("a version has its sandbox until dropped")
+    }
+
     /// Runs one event, counted in flight while the guest has it.
     pub fn run(&self, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
         let _in_flight = InFlight::enter(&self.record.in_flight);
-        self.sandbox.handle(envelope, deadline)
+        self.sandbox().handle(envelope, deadline)
     }
 
     /// Runs a pre-encoded copy (shadow traffic).
     pub fn run_encoded(&self, envelope: &[u8], deadline: Option<Instant>) -> HandleResult {
         let _in_flight = InFlight::enter(&self.record.in_flight);
-        self.sandbox.handle_encoded(envelope, deadline)
+        self.sandbox().handle_encoded(envelope, deadline)
     }
 }
 
 impl Drop for Version {
-    /// The sandbox (and with it every instance and its pool slot) goes with this activation.
+    /// The sandbox (and with it every instance and its pool slot) goes with this activation —
+    /// on the release thread when the last holder was a worker.
     fn drop(&mut self) {
-        self.record.releases.fetch_add(1, Ordering::Relaxed);
-        self.record.last_released_ms.store(unix_ms(), Ordering::Relaxed);
+        let sandbox = self.sandbox.take();
+        let record = self.record.clone();
+        release::release(move || {
+            drop(sandbox);
+            record.last_released_ms.store(unix_ms(), Ordering::Relaxed);
+            record.releases.fetch_add(1, Ordering::Release);
+        });
     }
 }
 
