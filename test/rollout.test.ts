@@ -2,22 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import wabtInit from 'wabt';
 import { Bus, RolloutError, SandboxError, type Deployment } from '../src/index.js';
-import { sleep, until } from './helpers.js';
+import { sleep, until, wat } from './helpers.js';
 
 const fixture = (name: string) =>
   readFileSync(fileURLToPath(new URL(`../crates/sandbox/tests/fixtures/${name}.wat`, import.meta.url)), 'utf8');
-
-async function wat(text: string): Promise<Uint8Array> {
-  const wabt = await wabtInit();
-  const mod = wabt.parseWat('handler.wat', text);
-  try {
-    return mod.toBinary({}).buffer;
-  } finally {
-    mod.destroy();
-  }
-}
 
 /** A handler that acks every event after emitting the event's data on `topic` (its version). */
 const counter = (topic: string) =>
