@@ -1,15 +1,16 @@
 // Rollout benchmarks (issue 4). Standalone: `npm run build:ts && node bench/rollout.js`
 // (needs the native addon built). Knobs: SLUICE_BENCH_ROLLOUT_ROUNDS (default 20 rollouts per
-// case), SLUICE_BENCH_LAT_MS (default 2000 per latency run), SLUICE_BENCH_LAT_RATE (default
-// 20000 events/s), SLUICE_BENCH_ROLLOUT_OUT (JSON results; default bench/results/rollout.json).
+// case), SLUICE_BENCH_LAT_MS (default 4000: the whole latency run), SLUICE_BENCH_LAT_WINDOW_MS
+// (default 200), SLUICE_BENCH_LAT_RATE (default 5000 events/s), SLUICE_BENCH_ROLLOUT_OUT (JSON
+// results; default bench/results/rollout.json).
 //
 //  1. Time from `dep.rollout(bytes, { percent: 100 })` to the candidate serving: until the promise
 //     resolves, and until the first event published after it comes back from the candidate (its
 //     emit reaches a JS subscriber). "precompiled": the bytes are already in the module registry;
 //     "cold": each round's bytes differ (a unique custom section), so Cranelift compiles them.
-//  2. Latency publish → WASM handler → emit → JS subscriber at a fixed rate, steady state vs
-//     while the deployment switches version every 10 ms (rollout 100 % + promote, alternating two
-//     hashes). The JS hop is in both; the difference is what swapping costs.
+//  2. Latency publish → WASM handler on the worker (the worker's clock, through lifecycle
+//     records) at a fixed rate, in interleaved steady and swapping windows (the deployment
+//     switches version every 10 ms in the latter); the p99 spike is swapping − steady.
 //  3. Throughput tryPublishBatch(256) → counting handler, no candidate vs a 5 % canary vs a 5 %
 //     shadow.
 
@@ -17,28 +18,18 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadavg, cpus } from 'node:os';
-import wabtInit from 'wabt';
 import { Bus } from '../dist/index.js';
+import { wat } from './wat.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const env = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback);
 const ROUNDS = env('SLUICE_BENCH_ROLLOUT_ROUNDS', 20);
-const LAT_MS = env('SLUICE_BENCH_LAT_MS', 2000);
-const LAT_RATE = env('SLUICE_BENCH_LAT_RATE', 20_000);
+const LAT_MS = env('SLUICE_BENCH_LAT_MS', 4000);
+const LAT_RATE = env('SLUICE_BENCH_LAT_RATE', 5000);
 const OUT = process.env.SLUICE_BENCH_ROLLOUT_OUT ?? join(here, 'results', 'rollout.json');
 const hr = process.hrtime.bigint;
 const immediate = () => new Promise((r) => setImmediate(r));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-const wabt = await wabtInit();
-function wat(text) {
-  const mod = wabt.parseWat('bench.wat', text);
-  try {
-    return mod.toBinary({}).buffer;
-  } finally {
-    mod.destroy();
-  }
-}
 
 /** Emits the event's data on `topic`, then acks. */
 const counter = (topic) =>
@@ -80,7 +71,7 @@ const fmtMs = (ns) => `${(ns / 1e6).toFixed(3)} ms`;
 const fmtUs = (ns) => `${(ns / 1e3).toFixed(1)} µs`;
 const stats = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
-  return { n: s.length, p50: pct(s, 50), p90: pct(s, 90), p99: pct(s, 99), max: s[s.length - 1] };
+  return { n: s.length, p50: pct(s, 50), p90: pct(s, 90), p99: pct(s, 99), p999: pct(s, 99.9), max: s[s.length - 1] };
 };
 
 const results = { date: new Date().toISOString(), loadavg: loadavg(), cpus: cpus().length, node: process.version };
@@ -124,36 +115,59 @@ async function timeToServe() {
   return out;
 }
 
-// ---- 2. latency: steady vs during swaps ----------------------------------------------------
-async function latency(swapping) {
-  const bus = new Bus();
+// ---- 2. latency: steady vs during swaps, interleaved -------------------------------------------
+// One deployment, one run. Time is cut into windows that alternate steady / swapping (ABBA); in a
+// swapping window the deployment switches version every 10 ms (rollout 100 % + promote, two
+// hashes). Each event's id indexes its publish time; the worker stamps the lifecycle records
+// `handlerStart` (took the event) and `handlerEnd` (its version returned) with its own clock, and
+// an observer collects them — so the figures are publish → handler on the worker, without the
+// trip back to JS. Events are classed by the window they were published in: noise from the
+// machine lands on both kinds alike. `cargo run --release -p sluice-sandbox --example
+// rollout_latency` measures the same without Node.
+const LAT_WINDOW_MS = env('SLUICE_BENCH_LAT_WINDOW_MS', 200);
+const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
+const swappingWindow = (k) => (k % 2 === 1) !== (Math.floor(k / 2) % 2 === 1);
+
+async function latency() {
+  const total = Math.floor((LAT_RATE * LAT_MS) / 1000);
+  const windows = Math.max(2, Math.round(LAT_MS / LAT_WINDOW_MS / 2) * 2);
+  const sentAt = new Float64Array(total);
+  const windowOf = new Int32Array(total);
+  const at = { handlerStart: new Float64Array(total).fill(NaN), handlerEnd: new Float64Array(total).fill(NaN) };
+  const take = (kind) => (r) => {
+    const n = Number(r.id.slice(1));
+    if (r.id[0] === 'l' && n < total) at[kind][n] = r.timeUs;
+  };
+  const bus = new Bus({ observers: [{ name: 'lat', handlerStart: take('handlerStart'), handlerEnd: take('handlerEnd') }] });
   const [a, b] = [counter('count.a'), counter('count.b')];
   const dep = await bus.deploy('lat', a, { topics: ['lat.in'], emits: ['count.*'], capacity: 65536, limits: { timeoutMs: 1000 } });
-  const base = hr();
-  const total = Math.floor((LAT_RATE * LAT_MS) / 1000);
-  const lat = new Float64Array(total);
-  let got = 0;
-  bus.subscribe('count.*', (e) => {
-    if (got < total) lat[got++] = Number(hr() - base) - e.data;
-  }, { capacity: 65536 });
+  await dep.rollout(b, { percent: 100, autoRollback: false });
+  await dep.promote();
+  await dep.rollback();
+  const t0 = hr();
+  const windowNow = () => Math.floor(Number(hr() - t0) / 1e6 / (LAT_MS / windows));
   let swaps = 0;
   let stop = false;
   const swapper = (async () => {
-    while (swapping && !stop) {
-      await dep.rollout(swaps % 2 === 0 ? b : a, { percent: 100, autoRollback: false });
-      await dep.promote();
-      swaps++;
+    while (!stop) {
+      const k = windowNow();
+      if (k < windows && swappingWindow(k)) {
+        await dep.rollout(swaps % 2 === 0 ? b : a, { percent: 100, autoRollback: false });
+        await dep.promote();
+        swaps++;
+      }
       await sleep(10);
     }
   })();
   let sent = 0;
   let refused = 0;
-  const t0 = hr();
   await new Promise((resolve) => {
     const tick = () => {
       const due = Math.min(total, Math.floor((Number(hr() - t0) * LAT_RATE) / 1e9));
       while (sent < due) {
-        if (!bus.tryPublish('lat.in', Number(hr() - base))) refused++;
+        windowOf[sent] = windowNow();
+        sentAt[sent] = nowUs();
+        if (!bus.tryPublish('lat.in', sent, { id: `l${sent}` })) refused++;
         sent++;
       }
       if (sent < total) setImmediate(tick);
@@ -164,15 +178,28 @@ async function latency(swapping) {
   stop = true;
   await swapper;
   const deadline = Date.now() + 10_000;
-  while (got < total - refused && Date.now() < deadline) await immediate();
-  const s = stats(lat.subarray(0, got));
-  const info = dep.info();
+  while (at.handlerEnd.filter((x) => !Number.isNaN(x)).length < total - refused && Date.now() < deadline) await sleep(5);
   await bus.close();
-  const name = swapping ? `during swaps (${swaps} switches, every ~10 ms)` : 'steady state';
-  console.log(
-    `  publish → handler → JS @ ${LAT_RATE}/s ${name.padEnd(40)}: p50 ${fmtUs(s.p50)}  p90 ${fmtUs(s.p90)}  p99 ${fmtUs(s.p99)}  max ${fmtUs(s.max)}  (${s.n} samples${refused ? `, ${refused} refused` : ''}; versions ${info.versions.length})`,
-  );
-  return { ...s, swaps, refused, rate: LAT_RATE };
+  const out = { rate: LAT_RATE, windows, windowMs: LAT_MS / windows, swaps, refused };
+  console.log(`  ${LAT_RATE}/s for ${LAT_MS} ms in ${windows} windows of ${out.windowMs} ms (steady / swapping, ABBA); ${swaps} switches${refused ? `, ${refused} refused` : ''}`);
+  for (const kind of ['handlerStart', 'handlerEnd']) {
+    const pick = (swap) => {
+      const xs = [];
+      for (let i = 0; i < total; i++) if (swappingWindow(windowOf[i]) === swap && !Number.isNaN(at[kind][i])) xs.push((at[kind][i] - sentAt[i]) * 1e3);
+      return stats(xs);
+    };
+    const steady = pick(false);
+    const swapping = pick(true);
+    const spike = swapping.p99 - steady.p99;
+    out[kind] = { steady, swapping, spikeP99: spike };
+    for (const [name, s] of [['steady', steady], ['swapping', swapping]]) {
+      console.log(
+        `  publish → ${kind} (worker clock), ${name.padEnd(8)}: p50 ${fmtUs(s.p50)}  p99 ${fmtUs(s.p99)}  p99.9 ${fmtUs(s.p999)}  max ${fmtUs(s.max)}  (${s.n})`,
+      );
+    }
+    console.log(`  publish → ${kind}: p99 spike (swapping − steady) ${fmtUs(spike)}`);
+  }
+  return out;
 }
 
 // ---- 3. throughput with a canary -------------------------------------------------------------
@@ -205,9 +232,7 @@ async function throughput(mode) {
 
 console.log(`rollout bench — ${results.date}, load average ${results.loadavg.map((l) => l.toFixed(2)).join(' ')}`);
 results.timeToServe = await timeToServe();
-results.latencySteady = await latency(false);
-results.latencySwapping = await latency(true);
-results.latencySteady2 = await latency(false);
+results.latency = await latency();
 results.throughput = {};
 for (const mode of ['none', 'canary', 'shadow', 'none']) {
   const r = await throughput(mode);
