@@ -450,6 +450,9 @@ impl Rollout {
         for t in threads {
             let _ = t.join();
         }
+        // A shadow thread may have dropped its version last: undeploy returns with every
+        // version's instances released.
+        release::flush();
     }
 
     pub fn info(&self) -> RolloutInfo {
