@@ -526,6 +526,24 @@ impl Bus {
         self.router.intern(topic)
     }
 
+    /// `try_publish_event(make_interned(…))` with one read of the route snapshot for both the
+    /// topic's name and its subscriptions: the per-event path of `tryPublish` from JS.
+    pub fn try_publish_interned(
+        &self,
+        topic: u32,
+        data: Vec<u8>,
+        encoding: Encoding,
+        ctx: Option<&Context>,
+    ) -> Result<bool> {
+        if self.durable.is_some() {
+            return self.try_publish_event(self.make_interned(topic, data, encoding, ctx)?);
+        }
+        self.check_open()?;
+        let (name, subs) = self.router.interned_route(topic).ok_or_else(|| unknown_topic(topic))?;
+        let ev = self.event_on(name, topic, data, encoding, ctx, unix_now_ms())?;
+        Ok(self.route_to(&ev, &subs))
+    }
+
     /// Stamps an event on an interned topic: no validation, no topic copy.
     pub fn make_interned(&self, topic: u32, data: Vec<u8>, encoding: Encoding, ctx: Option<&Context>) -> Result<Arc<Event>> {
         self.interned_event(topic, data, encoding, ctx, unix_now_ms())
@@ -539,7 +557,20 @@ impl Bus {
         ctx: Option<&Context>,
         time_ms: u64,
     ) -> Result<Arc<Event>> {
-        let name = self.router.topic(topic).ok_or_else(|| Error::invalid(format!("unknown topic id {topic}")))?;
+        let name = self.router.topic(topic).ok_or_else(|| unknown_topic(topic))?;
+        self.event_on(name, topic, data, encoding, ctx, time_ms)
+    }
+
+    /// An event on interned topic `topic` whose name the caller already looked up.
+    fn event_on(
+        &self,
+        name: Arc<str>,
+        topic: u32,
+        data: Vec<u8>,
+        encoding: Encoding,
+        ctx: Option<&Context>,
+        time_ms: u64,
+    ) -> Result<Arc<Event>> {
         if data.len() > MAX_DATA_BYTES {
             return Err(Error::invalid(format!("event data is {} bytes; the limit is {MAX_DATA_BYTES}", data.len())));
         }
@@ -566,9 +597,10 @@ impl Bus {
         let parts = crate::json::split_array(json_array)
             .ok_or_else(|| Error::new(ErrorKind::Encode, "batch data is not a JSON array"))?;
         let now = unix_now_ms();
+        let name = self.router.topic(topic).ok_or_else(|| unknown_topic(topic))?;
         parts
             .into_iter()
-            .map(|r| self.interned_event(topic, json_array[r].to_vec(), Encoding::Json, ctx, now))
+            .map(|r| self.event_on(name.clone(), topic, json_array[r].to_vec(), Encoding::Json, ctx, now))
             .collect()
     }
 
@@ -593,17 +625,33 @@ impl Bus {
         let mut matched = false;
         self.router.for_each_route(&ev, |sub| {
             matched = true;
-            match sub.offer(&ev) {
-                None | Some((Offer::Enqueued | Offer::EnqueuedDisplacing, _)) => {}
-                Some((Offer::WouldBlock, _)) => {
-                    sub.queue().count_would_block_event(&ev);
-                    accepted = false;
-                }
-                Some(_) => accepted = false,
-            }
+            accepted &= Self::offer_now(sub, &ev);
         });
         self.count_published(&ev, matched);
         accepted
+    }
+
+    /// `route_now` for events whose subscriptions the caller already resolved.
+    fn route_to(&self, ev: &Arc<Event>, subs: &[Arc<Subscription>]) -> bool {
+        let mut accepted = true;
+        for sub in subs {
+            accepted &= Self::offer_now(sub, ev);
+        }
+        self.count_published(ev, !subs.is_empty());
+        accepted
+    }
+
+    /// Offers `ev` to one subscription without waiting; `false` if it was not taken.
+    #[inline]
+    fn offer_now(sub: &Arc<Subscription>, ev: &Arc<Event>) -> bool {
+        match sub.offer(ev) {
+            None | Some((Offer::Enqueued | Offer::EnqueuedDisplacing, _)) => true,
+            Some((Offer::WouldBlock, _)) => {
+                sub.queue().count_would_block_event(ev);
+                false
+            }
+            Some(_) => false,
+        }
     }
 
     /// Installs the hook a durable layer uses to learn each settle decision (once per bus).
@@ -740,8 +788,29 @@ impl Bus {
     /// Publishes events in order without waiting; returns how many every subscription took.
     pub fn try_publish_batch(&self, events: Vec<Arc<Event>>) -> Result<u32> {
         let mut accepted = 0;
+        if self.durable.is_some() {
+            for ev in events {
+                accepted += self.try_publish_event(ev)? as u32;
+            }
+            return Ok(accepted);
+        }
+        self.check_open()?;
+        // Consecutive events on one interned topic share one route snapshot: the whole run is
+        // routed against the subscriptions that existed when it started.
+        let mut route: Option<(u32, Arc<[Arc<Subscription>]>)> = None;
         for ev in events {
-            accepted += self.try_publish_event(ev)? as u32;
+            let subs = match (ev.topic_id, &route) {
+                (Some(id), Some((cached, subs))) if *cached == id => Some(subs.clone()),
+                (Some(id), _) => {
+                    route = self.router.interned_route(id).map(|(_, subs)| (id, subs));
+                    route.as_ref().map(|(_, subs)| subs.clone())
+                }
+                (None, _) => None,
+            };
+            accepted += match subs {
+                Some(subs) => self.route_to(&ev, &subs),
+                None => self.route_now(ev),
+            } as u32;
         }
         Ok(accepted)
     }
@@ -828,4 +897,8 @@ impl Bus {
             journal: self.durable.as_ref().map(|d| d.stats()),
         }
     }
+}
+
+fn unknown_topic(id: u32) -> Error {
+    Error::invalid(format!("unknown topic id {id}"))
 }
