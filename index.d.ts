@@ -82,6 +82,11 @@ export declare class NativeBus {
    */
   handle(): ExternalObject<'BusHandle'>
   /**
+   * `tryPublish`/`tryPublishBatch` for interned topics without a Context, as hand-written
+   * N-API functions bound to this bus (see `fast.rs` for why).
+   */
+  fastPublish(): { tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, json: string): number }
+  /**
    * Validates a topic once and returns its id for the `…To` functions, or `null` when the
    * table of interned topics is full (publish by name then).
    */

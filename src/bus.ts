@@ -79,6 +79,8 @@ type DataOf<E extends EventMap, K> = K extends keyof E ? E[K] : unknown;
 /** Bounds the JS-side topic cache like the core bounds its table. */
 const MAX_CACHED_TOPICS = 4096;
 
+type FastPublish = ReturnType<NativeBus['fastPublish']>;
+
 /** Encodes event data once, on the publisher's thread. Byte arrays travel as bytes. */
 function encode(data: unknown): string {
   let json: string | undefined;
@@ -114,6 +116,8 @@ function positiveInt(v: number | undefined, name: string, fallback: number): num
 export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   readonly #native: NativeBus;
   readonly #handle: ReturnType<NativeBus['handle']>;
+  /** `tryPublish`/`tryPublishBatch` without a Context: N-API functions bound to this bus. */
+  readonly #fast: FastPublish;
   /** Topic → interned id (null: the core's table is full; publish by name). */
   readonly #topics = new Map<string, number | null>();
   readonly #subs = new Set<Subscription>();
@@ -154,6 +158,7 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     }
     this.#handle = this.#native.handle();
     this.#durable = new DurableTickets(this.#handle, (p) => this.#wait(p, undefined));
+    this.#fast = this.#native.fastPublish();
     this.#source = options.source ?? 'sluice';
     const observers = options.observers ?? [];
     if (!Array.isArray(observers)) throw new InvalidArgument('observers must be an array of observers or module specifiers');
@@ -311,9 +316,11 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       const bytes = data instanceof Uint8Array;
       ok =
         id !== null
-          ? bytes
-            ? tryPublishBytesTo(this.#handle, id, data, ctx?.native)
-            : tryPublishTo(this.#handle, id, encode(data), ctx?.native)
+          ? ctx === undefined
+            ? this.#fast.tryPublish(id, bytes ? data : encode(data))
+            : bytes
+              ? tryPublishBytesTo(this.#handle, id, data, ctx.native)
+              : tryPublishTo(this.#handle, id, encode(data), ctx.native)
           : bytes
             ? this.#native.tryPublishBytes(type, data, ctx?.native, attrs)
             : this.#native.tryPublish(type, encode(data), ctx?.native, attrs);
@@ -359,9 +366,11 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
     const id = topics.length === 1 ? this.#topicId(topics[0]!) : null;
     const tps = this.#batchTraceparents(events);
     const n = this.#call(() =>
-      id !== null
-        ? tryPublishBatchTo(this.#handle, id, json, ctx?.native, tps)
-        : this.#native.tryPublishBatch(topics, json, ctx?.native, tps),
+      id === null
+        ? this.#native.tryPublishBatch(topics, json, ctx?.native, tps)
+        : ctx === undefined && tps === undefined
+          ? this.#fast.tryPublishBatch(id, json)
+          : tryPublishBatchTo(this.#handle, id, json, ctx?.native, tps),
     );
     if (ctx) rememberContext(ctx);
     return n;
@@ -369,13 +378,21 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
 
   #encodeBatch(events: ReadonlyArray<{ type: string; data: unknown }>): [string[], string] {
     if (!Array.isArray(events)) throw new InvalidArgument('publishBatch takes an array of { type, data }');
-    const first = events[0]?.type;
-    const same = events.every((e) => e.type === first);
-    const topics = same && first !== undefined ? [first] : events.map((e) => e.type);
-    const data = events.map((e) => (e.data === undefined ? null : e.data));
-    if (data.some((d) => d instanceof Uint8Array || Buffer.isBuffer(d))) {
-      throw new EncodeError('tryPublishBatch carries JSON data only; publish byte arrays one by one');
+    // One pass: this runs per event of every batch.
+    const n = events.length;
+    const first = n > 0 ? events[0]!.type : undefined;
+    const data = new Array<unknown>(n);
+    let same = true;
+    for (let i = 0; i < n; i++) {
+      const e = events[i]!;
+      const d = e.data;
+      if (d instanceof Uint8Array) {
+        throw new EncodeError('tryPublishBatch carries JSON data only; publish byte arrays one by one');
+      }
+      if (e.type !== first) same = false;
+      data[i] = d === undefined ? null : d;
     }
+    const topics = same && first !== undefined ? [first] : events.map((e) => e.type);
     return [topics, encode(data)];
   }
 

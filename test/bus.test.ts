@@ -2,6 +2,17 @@ import { describe, expect, it } from 'vitest';
 import { Bus, BusClosed, Context, EncodeError, InvalidArgument, QueueFull, SluiceError, Unsupported } from '../src/index.js';
 import { sleep, until } from './helpers.js';
 
+/** The `code` of the typed error `f` throws (failing the test if it is not a SluiceError). */
+function codeOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(SluiceError);
+    return (e as SluiceError).code;
+  }
+  return 'no error';
+}
+
 type Events = {
   'order.created': { id: string; amount: number };
   'order.shipped': { id: string };
@@ -159,6 +170,45 @@ describe('Bus publish → subscribe', () => {
   });
 });
 
+describe('the per-event publish path (tryPublish / tryPublishBatch without a Context)', () => {
+  it('copies exactly the bytes of a Uint8Array view, wherever it starts in its buffer', async () => {
+    const bus = new Bus();
+    const got: number[][] = [];
+    bus.subscribe('bin', (e) => void got.push([...(e.data as Buffer)]));
+    const whole = new Uint8Array([9, 9, 1, 2, 3, 9]);
+    expect(bus.tryPublish('bin', whole.subarray(2, 5))).toBe(true);
+    expect(bus.tryPublish('bin', new Uint8Array(0))).toBe(true);
+    whole.fill(0); // the event owns its copy
+    await until(() => got.length === 2);
+    expect(got).toEqual([[1, 2, 3], []]);
+    await bus.close();
+  });
+
+  it('carries non-ASCII JSON text intact, single and batched', async () => {
+    const bus = new Bus();
+    const got: unknown[] = [];
+    bus.subscribe('txt', (e) => void got.push(e.data));
+    const data = { s: 'héllo wörld — 🎉 ✓', n: -0.5 };
+    expect(bus.tryPublish('txt', data)).toBe(true);
+    expect(bus.tryPublishBatch([{ type: 'txt', data }, { type: 'txt', data: { s: '漢字' } }])).toBe(2);
+    await until(() => got.length === 3);
+    expect(got).toEqual([data, data, { s: '漢字' }]);
+    await bus.close();
+  });
+
+  it('refuses after close with ERR_CLOSED and counts every publish it took', async () => {
+    const bus = new Bus();
+    bus.subscribe('c', () => {});
+    for (let i = 0; i < 10; i++) bus.tryPublish('c', i);
+    expect(bus.tryPublishBatch(Array.from({ length: 5 }, (_, i) => ({ type: 'c', data: i })))).toBe(5);
+    expect(bus.stats().published).toBe(15);
+    await bus.close();
+    expect(codeOf(() => bus.tryPublish('c', 1))).toBe('ERR_CLOSED');
+    expect(codeOf(() => bus.tryPublish('c', new Uint8Array([1])))).toBe('ERR_CLOSED');
+    expect(codeOf(() => bus.tryPublishBatch([{ type: 'c', data: 1 }]))).toBe('ERR_CLOSED');
+  });
+});
+
 describe('overflow policies through the API', () => {
   it('error policy rejects with QueueFull and tryPublish returns false', async () => {
     const bus = new Bus();
@@ -248,15 +298,6 @@ describe('overflow policies through the API', () => {
 
 describe('bad input gets typed errors', () => {
   it('rejects bad capacity, policy, pattern, topic, data, and use after close', async () => {
-    const codeOf = (f: () => unknown) => {
-      try {
-        f();
-      } catch (e) {
-        expect(e).toBeInstanceOf(SluiceError);
-        return (e as SluiceError).code;
-      }
-      return 'no error';
-    };
     expect(codeOf(() => new Bus({ capacity: 0 }))).toBe('ERR_INVALID_ARG');
     expect(codeOf(() => new Bus({ capacity: -5 }))).toBe('ERR_INVALID_ARG');
     expect(codeOf(() => new Bus({ capacity: 1.5 }))).toBe('ERR_INVALID_ARG');

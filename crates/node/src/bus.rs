@@ -368,6 +368,15 @@ impl NativeBus {
         External::new(self.inner.clone())
     }
 
+    /// `tryPublish`/`tryPublishBatch` for interned topics without a Context, as hand-written
+    /// N-API functions bound to this bus (see `fast.rs` for why).
+    #[napi(
+        ts_return_type = "{ tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, json: string): number }"
+    )]
+    pub fn fast_publish(&self) -> crate::fast::FastPublish {
+        crate::fast::FastPublish(self.inner.clone())
+    }
+
     /// Validates a topic once and returns its id for the `…To` functions, or `null` when the
     /// table of interned topics is full (publish by name then).
     #[napi]
@@ -408,7 +417,7 @@ pub fn try_publish_to(
 ) -> napi::Result<bool> {
     guard(|| {
         let c = ctx.map(|c| &c.inner);
-        bus.try_publish_event(bus.make_interned(topic, json.into_bytes(), Encoding::Json, c)?)
+        bus.try_publish_interned(topic, json.into_bytes(), Encoding::Json, c)
     })
 }
 
@@ -436,7 +445,7 @@ pub fn try_publish_bytes_to(
 ) -> napi::Result<bool> {
     guard(|| {
         let c = ctx.map(|c| &c.inner);
-        bus.try_publish_event(bus.make_interned(topic, data.to_vec(), Encoding::Binary, c)?)
+        bus.try_publish_interned(topic, data.to_vec(), Encoding::Binary, c)
     })
 }
 

@@ -1,0 +1,173 @@
+//! Hand-written N-API callbacks for the two calls JS makes once per event: `tryPublish` and
+//! `tryPublishBatch` on an interned topic, without a Context.
+//!
+//! Why not `#[napi]`: napi-rs v3 wraps every generated call in borrow bookkeeping (a scope
+//! stack in TLS, a mutex-guarded map of borrowed objects, a read lock on its GC handle) and
+//! takes a N-API reference on each typed-array argument. callgrind counted ~2 700 of the ~3 700
+//! instructions of one `tryPublishBytesTo` there, against ~960 in the core. These callbacks do
+//! what the generated ones do for our argument types — read the arguments, call the core once,
+//! convert the result or throw `CODE: message` — and nothing else. Every other export, and
+//! these two calls whenever a Context or attributes are involved, stay `#[napi]`.
+//!
+//! Each function is created per bus with the bus as its callback data, so no handle has to be
+//! unwrapped per call; a finalizer drops that reference when the function is collected.
+
+use crate::guard::{guard, to_js};
+use napi::bindgen_prelude::ToNapiValue;
+use napi::sys;
+use sluice_core::{Bus, Encoding};
+use std::ffi::{c_void, CString};
+use std::ptr;
+use std::sync::Arc;
+
+/// The per-bus fast publish functions, returned to JS as a plain object.
+pub struct FastPublish(pub Arc<Bus>);
+
+impl ToNapiValue for FastPublish {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let mut obj = ptr::null_mut();
+        check(unsafe { sys::napi_create_object(env, &mut obj) })?;
+        unsafe {
+            bound(env, obj, c"tryPublish", try_publish, &val.0)?;
+            bound(env, obj, c"tryPublishBatch", try_publish_batch, &val.0)?;
+        }
+        Ok(obj)
+    }
+}
+
+/// Sets `obj[name]` to a function calling `cb` with a strong reference to `bus` as its data.
+unsafe fn bound(
+    env: sys::napi_env,
+    obj: sys::napi_value,
+    name: &std::ffi::CStr,
+    cb: unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value,
+    bus: &Arc<Bus>,
+) -> napi::Result<()> {
+    let data = Arc::into_raw(bus.clone()) as *mut c_void;
+    let mut f = ptr::null_mut();
+    let made = unsafe { sys::napi_create_function(env, name.as_ptr(), -1, Some(cb), data, &mut f) };
+    if made != sys::Status::napi_ok {
+        drop(unsafe { Arc::from_raw(data as *const Bus) });
+        return check(made);
+    }
+    check(unsafe { sys::napi_add_finalizer(env, f, data, Some(release_bus), ptr::null_mut(), ptr::null_mut()) })?;
+    check(unsafe { sys::napi_set_named_property(env, obj, name.as_ptr(), f) })
+}
+
+unsafe extern "C" fn release_bus(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    drop(unsafe { Arc::from_raw(data as *const Bus) });
+}
+
+/// `tryPublish(topicId, data: string | Uint8Array): boolean` — a string is JSON text.
+unsafe extern "C" fn try_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let run = || -> napi::Result<sys::napi_value> {
+        let (bus, [topic, data]) = unsafe { args::<2>(env, info) }?;
+        let topic = unsafe { u32_arg(env, topic) }?;
+        let (bytes, encoding) = match unsafe { bytes_arg(env, data) }? {
+            Some(bytes) => (bytes, Encoding::Binary),
+            None => (unsafe { utf8_arg(env, data) }?, Encoding::Json),
+        };
+        let ok = guard(|| bus.try_publish_interned(topic, bytes, encoding, None))?;
+        let mut out = ptr::null_mut();
+        check(unsafe { sys::napi_get_boolean(env, ok, &mut out) })?;
+        Ok(out)
+    };
+    unsafe { finish(env, run()) }
+}
+
+/// `tryPublishBatch(topicId, jsonArray: string): number`.
+unsafe extern "C" fn try_publish_batch(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let run = || -> napi::Result<sys::napi_value> {
+        let (bus, [topic, json]) = unsafe { args::<2>(env, info) }?;
+        let topic = unsafe { u32_arg(env, topic) }?;
+        let json = unsafe { utf8_arg(env, json) }?;
+        let n = guard(|| bus.try_publish_batch(bus.make_batch_interned(topic, &json, None)?))?;
+        let mut out = ptr::null_mut();
+        check(unsafe { sys::napi_create_uint32(env, n, &mut out) })?;
+        Ok(out)
+    };
+    unsafe { finish(env, run()) }
+}
+
+/// The bus bound to this function and its first `N` arguments (missing ones are `undefined`).
+unsafe fn args<'a, const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> napi::Result<(&'a Bus, [sys::napi_value; N])> {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
+    let mut data = ptr::null_mut();
+    check(unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), &mut data) })?;
+    if argc < N {
+        return Err(to_js(sluice_core::Error::invalid(format!("expected {N} arguments, got {argc}"))));
+    }
+    // The function holds a strong reference until its finalizer runs, which cannot happen
+    // while the function is executing.
+    Ok((unsafe { &*(data as *const Bus) }, argv))
+}
+
+unsafe fn u32_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<u32> {
+    let mut n = 0;
+    match unsafe { sys::napi_get_value_uint32(env, v, &mut n) } {
+        sys::Status::napi_ok => Ok(n),
+        _ => Err(to_js(sluice_core::Error::invalid("topic id must be a number"))),
+    }
+}
+
+/// The bytes of a `Uint8Array` (copied: the event outlives the call), or `None` if `v` is not one.
+unsafe fn bytes_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<Option<Vec<u8>>> {
+    let mut is_typed = false;
+    check(unsafe { sys::napi_is_typedarray(env, v, &mut is_typed) })?;
+    if !is_typed {
+        return Ok(None);
+    }
+    let (mut kind, mut len, mut data) = (0, 0usize, ptr::null_mut());
+    check(unsafe {
+        sys::napi_get_typedarray_info(env, v, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut())
+    })?;
+    if kind != sys::TypedarrayType::uint8_array {
+        return Err(to_js(sluice_core::Error::new(sluice_core::ErrorKind::Encode, "binary data must be a Uint8Array")));
+    }
+    if len == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    Ok(Some(unsafe { std::slice::from_raw_parts(data as *const u8, len) }.to_vec()))
+}
+
+/// The UTF-8 bytes of a JS string.
+unsafe fn utf8_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<Vec<u8>> {
+    let mut len = 0usize;
+    if unsafe { sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len) } != sys::Status::napi_ok {
+        return Err(to_js(sluice_core::Error::new(sluice_core::ErrorKind::Encode, "data must be a string or a Uint8Array")));
+    }
+    let mut buf = Vec::<u8>::with_capacity(len + 1);
+    let mut written = 0usize;
+    check(unsafe { sys::napi_get_value_string_utf8(env, v, buf.as_mut_ptr().cast(), len + 1, &mut written) })?;
+    // SAFETY: N-API wrote `written` bytes (plus a NUL we do not keep).
+    unsafe { buf.set_len(written) };
+    Ok(buf)
+}
+
+fn check(status: sys::napi_status) -> napi::Result<()> {
+    if status == sys::Status::napi_ok {
+        Ok(())
+    } else {
+        Err(napi::Error::new(napi::Status::GenericFailure, format!("ERR_INTERNAL: N-API call failed ({status})")))
+    }
+}
+
+/// Returns the value, or throws the error (unless N-API already has an exception pending).
+unsafe fn finish(env: sys::napi_env, r: napi::Result<sys::napi_value>) -> sys::napi_value {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            let mut pending = false;
+            unsafe { sys::napi_is_exception_pending(env, &mut pending) };
+            if !pending {
+                let msg = CString::new(e.reason.replace('\0', " ")).unwrap_or_default();
+                unsafe { sys::napi_throw_error(env, ptr::null(), msg.as_ptr()) };
+            }
+            ptr::null_mut()
+        }
+    }
+}
