@@ -799,18 +799,16 @@ impl Bus {
         // routed against the subscriptions that existed when it started.
         let mut route: Option<(u32, Arc<[Arc<Subscription>]>)> = None;
         for ev in events {
-            let subs = match (ev.topic_id, &route) {
-                (Some(id), Some((cached, subs))) if *cached == id => Some(subs.clone()),
-                (Some(id), _) => {
+            if let Some(id) = ev.topic_id {
+                if route.as_ref().is_none_or(|(cached, _)| *cached != id) {
                     route = self.router.interned_route(id).map(|(_, subs)| (id, subs));
-                    route.as_ref().map(|(_, subs)| subs.clone())
                 }
-                (None, _) => None,
-            };
-            accepted += match subs {
-                Some(subs) => self.route_to(&ev, &subs),
-                None => self.route_now(ev),
-            } as u32;
+                if let Some((_, subs)) = &route {
+                    accepted += self.route_to(&ev, subs) as u32;
+                    continue;
+                }
+            }
+            accepted += self.route_now(ev) as u32;
         }
         Ok(accepted)
     }
