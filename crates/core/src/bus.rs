@@ -662,7 +662,17 @@ impl Bus {
     /// Publishes the dead-letter envelope of `ev` on `topic` without waiting (a full queue
     /// there counts its own drop) and keeps the original for `replay`. `false` if the envelope
     /// could not be made (the original is then counted `discarded` by the caller).
-    pub(crate) fn dead_letter(&self, sub: &Subscription, topic: &str, ev: &Arc<Event>, reason: &str, attempts: u32) -> bool {
+    /// `counted` runs once the envelope exists and before it is routed, so a consumer of the
+    /// dead-letter topic never sees an envelope the subscription's counters do not include yet.
+    pub(crate) fn dead_letter(
+        &self,
+        sub: &Subscription,
+        topic: &str,
+        ev: &Arc<Event>,
+        reason: &str,
+        attempts: u32,
+        counted: impl FnOnce(),
+    ) -> bool {
         let init = EventInit {
             topic: topic.to_owned(),
             traceparent: ev.traceparent.as_deref().map(str::to_owned),
@@ -672,6 +682,7 @@ impl Bus {
         };
         let Ok(envelope) = self.make_event(init, None) else { return false };
         self.delivery.dead_letters.retain(topic, ev.clone());
+        counted();
         self.route_now(envelope);
         true
     }

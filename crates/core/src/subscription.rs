@@ -281,14 +281,15 @@ impl Subscription {
             }
             Decision::GiveUp { event, attempts } => {
                 let published = match &self.delivery.opts.dead_letter {
-                    Some(topic) => bus.dead_letter(self, topic, &event, &reason, attempts),
+                    Some(topic) => bus.dead_letter(self, topic, &event, &reason, attempts, || {
+                        c.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    }),
                     None => false,
                 };
                 let topic = self.delivery.opts.dead_letter.as_deref().filter(|_| published);
                 let why = if published { "dead-letter" } else { "discarded" };
                 bus.recorder().note_for(Kind::DeadLettered, Some(&event), 1, |r| r.sub(self.id).reason(why).detail(given_up(topic, &reason, attempts)));
                 let d = if published {
-                    c.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     Disposition::DeadLettered { attempts }
                 } else {
                     c.discarded.fetch_add(1, Ordering::Relaxed);
