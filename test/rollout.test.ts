@@ -52,10 +52,13 @@ describe('rollout of WASM handler versions', () => {
     const { seen, on } = count(bus);
     const [a, b, c] = await Promise.all([counter('count.a'), counter('count.b'), counter('count.c')]);
     const dep = await bus.deploy('flip', a, deployOptions(1));
-    const total = 6000;
+    // At least this many events; the publisher keeps going until the flips are done, so every
+    // version serves events however fast or slow this machine runs either loop.
+    const atLeast = 6000;
     let published = 0;
+    let flipping = true;
     const publisher = (async () => {
-      for (; published < total; published++) {
+      for (; published < atLeast || flipping; published++) {
         await bus.publish('in.x', published);
         if (published % 50 === 0) await new Promise((r) => setImmediate(r));
       }
@@ -70,13 +73,17 @@ describe('rollout of WASM handler versions', () => {
       (d) => d.rollback({ toHash: d.hash === sha256(a) ? sha256(b) : sha256(a), actor: 'ci' }),
     ];
     // Ends after a whole cycle, with no candidate left.
-    while (published < total || flips < 120 || flips % steps.length !== 0) {
+    while (published < atLeast || flips < 120 || flips % steps.length !== 0) {
       await steps[flips % steps.length]!(dep);
       flips++;
-      // Let the publisher run between steps, so every version gets events.
+      // Let a few events through after every step, so every version gets events.
+      const before = seen.length;
+      await until(() => seen.length >= before + 3, 5000);
       await sleep(1);
     }
+    flipping = false;
     await publisher;
+    const total = published;
     expect(await until(() => seen.length >= total, 20_000)).toBe(true);
     expect(seen.length).toBe(total);
     const times = new Array<number>(total).fill(0);
