@@ -498,18 +498,7 @@ impl Journal {
                     c.attempts.remove(s);
                 }
             }
-            match i.opts.fsync {
-                FsyncPolicy::Batch { .. } => {
-                    if st.buf.len() >= FLUSH_AT {
-                        i.flush(&mut st)?;
-                    }
-                    st.unsynced += 1;
-                    if st.unsynced == 1 {
-                        i.wake_flusher(false);
-                    }
-                }
-                _ => i.flush(&mut st)?,
-            }
+            i.write_bookkeeping(&mut st)?;
             i.counters.acked.fetch_add(hits.len() as u64, Ordering::Relaxed);
             (st.lsn, hits.len())
         };
@@ -542,18 +531,7 @@ impl Journal {
             i.stage(&mut st, &[], 1)?;
             let c = st.consumers.get_mut(id).unwrap();
             c.attempts.extend(hits.iter().copied());
-            match i.opts.fsync {
-                FsyncPolicy::Batch { .. } => {
-                    if st.buf.len() >= FLUSH_AT {
-                        i.flush(&mut st)?;
-                    }
-                    st.unsynced += 1;
-                    if st.unsynced == 1 {
-                        i.wake_flusher(false);
-                    }
-                }
-                _ => i.flush(&mut st)?,
-            }
+            i.write_bookkeeping(&mut st)?;
             (st.lsn, hits.len())
         };
         if i.opts.fsync == FsyncPolicy::Always {
@@ -683,6 +661,25 @@ impl Inner {
         self.poisoned.store(true, Ordering::Release);
         self.dur.cv.notify_all();
         e
+    }
+
+    /// After an ack or attempts record is staged: `batch` leaves it to the group commit (waking
+    /// the flusher for the first unsynced record), the other policies write it now. `always`
+    /// callers then fsync up to it themselves, outside the lock.
+    fn write_bookkeeping(&self, st: &mut State) -> Result<()> {
+        match self.opts.fsync {
+            FsyncPolicy::Batch { .. } => {
+                if st.buf.len() >= FLUSH_AT {
+                    self.flush(st)?;
+                }
+                st.unsynced += 1;
+                if st.unsynced == 1 {
+                    self.wake_flusher(false);
+                }
+                Ok(())
+            }
+            _ => self.flush(st),
+        }
     }
 
     fn wake_flusher(&self, full: bool) {
