@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { NativeDeployment } from './native.js';
 import { fromNative } from './errors.js';
-import type { DeliveryOptions, SubscriptionStats } from './types.js';
+import type { DeliveryOptions, Overflow, SubscriptionStats } from './types.js';
 
 export interface DeployLimits {
   /** Linear memory ceiling per instance (default 16 MiB). */
@@ -24,9 +24,9 @@ export interface DeployOptions extends DeliveryOptions {
   limits?: DeployLimits;
   /** Bytes the guest reads with `config_len`/`config_read`; objects are JSON-encoded. */
   config?: Uint8Array | string | object;
-  /** Queue of each topic subscription (defaults: the bus's). */
+  /** Queue of each topic subscription (defaults: the bus's). `'spill'` needs a bus with a journal. */
   capacity?: number;
-  overflow?: 'block' | 'drop-newest' | 'drop-oldest' | 'error';
+  overflow?: Overflow;
   /**
    * Where the handler runs. `'in-process'` (default): Rust worker threads of this process.
    * `'process'`: a helper process per unit of concurrency, in new Linux namespaces under a
