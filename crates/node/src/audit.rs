@@ -1,12 +1,10 @@
 use crate::guard::guard;
+use crate::wake::unref_wake;
 use napi::bindgen_prelude::{Float64Array, Function};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Status};
+use napi::Env;
 use napi_derive::napi;
 use sluice_core::{Bus, Error};
 use std::sync::Arc;
-
-type Wake = ThreadsafeFunction<(), (), (), Status, false>;
 
 /// The bus's audit gate (core `audit`): WASM handler runs whose verdicts wait for audit
 /// observers. JS takes them in batches, writes them, and releases them once durable.
@@ -60,15 +58,9 @@ impl NativeAuditGate {
 
     /// Installs the JS wake-up, called at most once per `arm()` when a run is held. It does not
     /// keep the event loop alive.
-    #[allow(deprecated)]
     #[napi]
     pub fn set_waker(&self, env: Env, wake: Function<(), ()>) -> napi::Result<()> {
-        let mut tsfn: Wake = wake.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
-        tsfn.unref(&env)?;
-        let tsfn = Arc::new(tsfn);
-        let installed = self.bus.audit_gate().set_waker(Box::new(move || {
-            tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
-        }));
+        let installed = self.bus.audit_gate().set_waker(unref_wake(&env, wake)?);
         if !installed {
             return Err(napi::Error::from_reason("ERR_INVALID_ARG: this audit gate already has a writer"));
         }

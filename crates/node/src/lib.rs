@@ -17,6 +17,7 @@ mod guard;
 mod observe;
 mod pending;
 mod subscription;
+mod wake;
 
 pub use bus::{
     publish_batch_to, publish_bytes_to, publish_to, try_publish_batch_to, try_publish_bytes_to, try_publish_to, watch_durable,

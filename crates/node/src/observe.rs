@@ -1,14 +1,12 @@
 use crate::guard::guard;
+use crate::wake::unref_wake;
 use napi::bindgen_prelude::Function;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Status};
+use napi::Env;
 use napi_derive::napi;
 use sluice_core::observe::{encode_records, Interest, Record, Recorder};
 use sluice_core::subscription::Origin;
 use sluice_core::Error;
 use std::sync::{Arc, Mutex};
-
-type Wake = ThreadsafeFunction<(), (), (), Status, false>;
 
 /// The bus's lifecycle recorder, drained from JS in batches (see core `observe`).
 #[napi]
@@ -67,15 +65,9 @@ impl NativeRecorder {
 
     /// Installs the JS wake-up, called at most once per `arm()` when the ring passes a quarter
     /// full. It does not keep the event loop alive (JS also drains on a timer).
-    #[allow(deprecated)]
     #[napi]
     pub fn set_waker(&self, env: Env, wake: Function<(), ()>) -> napi::Result<()> {
-        let mut tsfn: Wake = wake.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
-        tsfn.unref(&env)?;
-        let tsfn = Arc::new(tsfn);
-        let installed = self.rec.set_waker(Box::new(move || {
-            tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
-        }));
+        let installed = self.rec.set_waker(unref_wake(&env, wake)?);
         if !installed {
             return Err(napi::Error::from_reason("ERR_INVALID_ARG: this recorder already has a drainer"));
         }

@@ -1,7 +1,7 @@
 use crate::guard::guard;
+use crate::wake::Wake;
 use napi::bindgen_prelude::Function;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Status;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 use sluice_core::{Bus, DurableWait, Error, PendingBatch, PendingPublish};
 use std::sync::{Arc, Mutex};
@@ -12,8 +12,6 @@ pub(crate) enum Waiting {
     /// The fsync of journal records many publishes wrote (`watchDurable`).
     Durable(Arc<DurableWait>),
 }
-
-type Wake = ThreadsafeFunction<(), (), (), Status, false>;
 
 /// A publish that must wait for space under the `block` policy. JS waits without holding any
 /// thread: `tryProgress()` makes one non-blocking attempt, `onProgress(cb)` asks the core to

@@ -1,13 +1,12 @@
 use crate::guard::guard;
+use crate::wake::Wake;
 use napi::bindgen_prelude::{Float64Array, Function, Uint8Array};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Status};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::Env;
 use napi_derive::napi;
 use sluice_core::codec::{encode_js_batch, encode_js_deliveries};
 use sluice_core::{Bus, Delivered, Error, ErrorKind, Event, Outcome, Subscription};
 use std::sync::{Arc, Mutex};
-
-type Wake = ThreadsafeFunction<(), (), (), Status, false>;
 
 /// One subscription's queue, consumed from JS in batches: the core wakes JS once (a non-blocking
 /// threadsafe call, coalesced while JS is draining) and JS pulls with `take`.
