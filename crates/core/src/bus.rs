@@ -546,19 +546,8 @@ impl Bus {
 
     /// Stamps an event on an interned topic: no validation, no topic copy.
     pub fn make_interned(&self, topic: u32, data: Vec<u8>, encoding: Encoding, ctx: Option<&Context>) -> Result<Arc<Event>> {
-        self.interned_event(topic, data, encoding, ctx, unix_now_ms())
-    }
-
-    fn interned_event(
-        &self,
-        topic: u32,
-        data: Vec<u8>,
-        encoding: Encoding,
-        ctx: Option<&Context>,
-        time_ms: u64,
-    ) -> Result<Arc<Event>> {
         let name = self.router.topic(topic).ok_or_else(|| unknown_topic(topic))?;
-        self.event_on(name, topic, data, encoding, ctx, time_ms)
+        self.event_on(name, topic, data, encoding, ctx, unix_now_ms())
     }
 
     /// An event on interned topic `topic` whose name the caller already looked up.
