@@ -5,34 +5,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus } from '../src/index.js';
-import { until, wat } from './helpers.js';
+import { echoGuest, until } from './helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sluice-journal-wasm-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 let dirs = 0;
 const journalDir = () => join(root, `j${dirs++}`);
 
-/**
- * A guest that returns `status` for every event; when it acks (0) it first emits the event's data
- * on `out.n`. The data's offset follows the envelope header (docs/abi.md): 56 bytes, then the id,
- * type and source, whose lengths are at 32, 36 and 40; the data length is at 52.
- */
-const echoing = (status: number) =>
-  wat(`(module
-    (import "sluice" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
-    (memory (export "memory") 1)
-    (data (i32.const 16) "out.n")
-    (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
-    (func (export "sluice_handle") (param $p i32) (param $n i32) (result i32)
-      (local $data i32)
-      (local.set $data (i32.add (local.get $p) (i32.add (i32.const 56)
-        (i32.add (i32.load (i32.add (local.get $p) (i32.const 32)))
-          (i32.add (i32.load (i32.add (local.get $p) (i32.const 36)))
-                   (i32.load (i32.add (local.get $p) (i32.const 40))))))))
-      (if (i32.eqz (i32.const ${status}))
-        (then (drop (call $emit (i32.const 16) (i32.const 5) (local.get $data)
-                                (i32.load (i32.add (local.get $p) (i32.const 52)))))))
-      (i32.const ${status})))`);
+/** Returns `status` for every event; on ack (0) it emits the event's data on `out.n`. */
+const echoing = (status: number) => echoGuest('out.n', status);
 
 describe('journal in front of WASM deployments', () => {
   it('a spill queue in front of a deployment hands every event to the guest, in order', async () => {

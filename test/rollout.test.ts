@@ -3,28 +3,13 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Bus, RolloutError, SandboxError, type Deployment } from '../src/index.js';
-import { sleep, until, wat } from './helpers.js';
+import { echoGuest, sleep, until, wat } from './helpers.js';
 
 const fixture = (name: string) =>
   readFileSync(fileURLToPath(new URL(`../crates/sandbox/tests/fixtures/${name}.wat`, import.meta.url)), 'utf8');
 
 /** A handler that acks every event after emitting the event's data on `topic` (its version). */
-const counter = (topic: string) =>
-  wat(`(module
-  (import "sluice" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "${topic}")
-  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "sluice_handle") (param $p i32) (param $len i32) (result i32)
-    (local $off i32)
-    (local.set $off (i32.add (local.get $p) (i32.load16_u offset=6 (local.get $p))))
-    (local.set $off (i32.add (local.get $off) (i32.load offset=32 (local.get $p))))
-    (local.set $off (i32.add (local.get $off) (i32.load offset=36 (local.get $p))))
-    (local.set $off (i32.add (local.get $off) (i32.load offset=40 (local.get $p))))
-    (local.set $off (i32.add (local.get $off) (i32.load offset=44 (local.get $p))))
-    (local.set $off (i32.add (local.get $off) (i32.load offset=48 (local.get $p))))
-    (drop (call $emit (i32.const 0) (i32.const ${topic.length}) (local.get $off) (i32.load offset=52 (local.get $p))))
-    (i32.const 0)))`);
+const counter = (topic: string) => echoGuest(topic);
 
 const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
