@@ -230,8 +230,8 @@ export interface BusStats {
   deadLettered: number;
   discarded: number;
   duplicatesSuppressed: number;
-  /** Dead letters kept in memory for `bus.replay`. */
-  deadLetters: { retained: number; evicted: number; replayed: number };
+  /** Dead letters kept for `bus.replay` (in the journal too on a bus with one; see docs/delivery.md). */
+  deadLetters: { retained: number; evicted: number; replayed: number; journalErrors: number };
   subscriptions: SubscriptionStats[];
   /** Running WASM deployments of this bus, each with its own counters and queues. */
   deployments?: import('./deployment.js').DeploymentInfo[];

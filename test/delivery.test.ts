@@ -126,7 +126,7 @@ describe('delivery settings for JS handlers', () => {
     expect(await bus.replay('job.dead')).toBe(1);
     expect(await bus.replay('job.dead')).toBe(0);
     expect(await until(() => handled.length === 4)).toBe(true);
-    expect(bus.stats().deadLetters).toEqual({ retained: 0, evicted: 0, replayed: 4 });
+    expect(bus.stats().deadLetters).toEqual({ retained: 0, evicted: 0, replayed: 4, journalErrors: 0 });
     await bus.close();
   });
 

@@ -240,6 +240,9 @@ pub struct PendingBatch {
     refused: Option<Error>,
     /// Outstanding durability waits, oldest first.
     durable: std::collections::VecDeque<Arc<DurableWait>>,
+    /// Runs once when the batch finishes, with whether all of it was published (a replay
+    /// releases its dead letters, or keeps them).
+    then: Option<Box<dyn FnOnce(&Bus, bool) + Send + Sync>>,
 }
 
 impl PendingBatch {
@@ -250,7 +253,14 @@ impl PendingBatch {
         refused: Option<Error>,
         durable: std::collections::VecDeque<Arc<DurableWait>>,
     ) -> Self {
-        PendingBatch { current, rest, ctx: ctx.cloned(), refused, durable }
+        PendingBatch { current, rest, ctx: ctx.cloned(), refused, durable, then: None }
+    }
+
+    fn finish(&mut self, bus: &Bus, r: Result<()>) -> Result<()> {
+        if let Some(f) = self.then.take() {
+            f(bus, r.is_ok());
+        }
+        r
     }
 
     fn refuse(&mut self, e: Error) -> Result<()> {
@@ -281,6 +291,13 @@ impl PendingBatch {
 
     /// Non-blocking progress through the batch, in order; see `PendingPublish::try_progress`.
     pub fn try_progress(&mut self, bus: &Bus) -> Result<bool> {
+        match self.progress(bus) {
+            Ok(false) => Ok(false),
+            r => self.finish(bus, r.map(|_| ())).map(|_| true),
+        }
+    }
+
+    fn progress(&mut self, bus: &Bus) -> Result<bool> {
         loop {
             if let Some(cur) = self.current.as_mut() {
                 match cur.try_progress() {
@@ -318,6 +335,11 @@ impl PendingBatch {
     }
 
     pub fn wait(mut self, bus: &Bus) -> Result<()> {
+        let r = self.wait_all(bus);
+        self.finish(bus, r)
+    }
+
+    fn wait_all(&mut self, bus: &Bus) -> Result<()> {
         loop {
             if let Some(p) = self.current.take() {
                 if let Err(e) = p.wait() {
@@ -332,7 +354,7 @@ impl PendingBatch {
         for w in std::mem::take(&mut self.durable) {
             w.wait()?;
         }
-        self.refused.map_or(Ok(()), Err)
+        self.refused.take().map_or(Ok(()), Err)
     }
 }
 
@@ -360,9 +382,17 @@ impl Bus {
         let origin = Arc::new(Origin { id_prefix: random_prefix().into(), source: defaults.source.clone().into() });
         let durable = defaults.journal.as_ref().map(Durable::open).transpose()?.map(Arc::new);
         let delivery = Arc::new(DeliveryEnv::default());
-        if durable.is_some() {
+        if let Some(store) = &durable {
             // Settle decisions release durable events in the journal.
             let _ = delivery.hook.set(Arc::new(crate::durable::JournalRelease));
+            // Dead letters not replayed before the last shutdown or crash.
+            for r in store.recover_dead_letters()? {
+                let mut evicted = Vec::new();
+                for (ev, seq) in r.letters {
+                    evicted.extend(Some(delivery.dead_letters.retain(&r.topic, ev, seq)).filter(|s| *s > 0));
+                }
+                store.release_dead_letters(&r.topic, &evicted)?;
+            }
         }
         Ok(Bus {
             router: Router::default(),
@@ -670,7 +700,7 @@ impl Bus {
             ..Default::default()
         };
         let Ok(envelope) = self.make_event(init, None) else { return false };
-        self.delivery.dead_letters.retain(topic, ev.clone());
+        self.retain_dead_letter(topic, ev);
         counted();
         self.route_now(envelope);
         true
@@ -691,9 +721,58 @@ impl Bus {
         if let Some(e) = ctx.and_then(Context::error) {
             return Err(e);
         }
-        let events = self.delivery.dead_letters.take(topic, filter, limit, ctx);
-        let n = events.len();
-        Ok((n, self.publish_batch(events, ctx)?))
+        let taken = self.delivery.dead_letters.take(topic, filter, limit, ctx);
+        let n = taken.len();
+        match self.publish_batch(taken.iter().map(|t| t.event.clone()).collect(), ctx) {
+            Ok(None) => {
+                self.finish_replay(topic, taken, true);
+                Ok((n, None))
+            }
+            Ok(Some(mut pending)) => {
+                let topic = topic.to_owned();
+                pending.then = Some(Box::new(move |bus, ok| bus.finish_replay(&topic, taken, ok)));
+                Ok((n, Some(pending)))
+            }
+            Err(e) => {
+                self.finish_replay(topic, taken, false);
+                Err(e)
+            }
+        }
+    }
+
+    /// A replay's dead letters leave the journal once all of them were published (routed and,
+    /// for durable subscriptions, appended: a crash before this release replays them again). A
+    /// replay that failed keeps them all for another one (some may have been published).
+    fn finish_replay(&self, topic: &str, taken: Vec<dead_letter::Taken>, published: bool) {
+        if published {
+            let seqs: Vec<_> = taken.iter().map(|t| t.seq).filter(|s| *s > 0).collect();
+            self.release_dead_letters(topic, &seqs);
+        } else {
+            self.delivery.dead_letters.put_back(topic, taken);
+        }
+    }
+
+    /// Keeps a dead letter for `replay`, in the journal too when the bus has one.
+    fn retain_dead_letter(&self, topic: &str, ev: &Arc<Event>) {
+        let seq = match &self.durable {
+            Some(store) => store.persist_dead_letter(&self.origin, topic, ev).unwrap_or_else(|_| {
+                self.delivery.dead_letters.count_journal_error();
+                0
+            }),
+            None => 0,
+        };
+        let evicted = self.delivery.dead_letters.retain(topic, ev.clone(), seq);
+        if evicted > 0 {
+            self.release_dead_letters(topic, &[evicted]);
+        }
+    }
+
+    fn release_dead_letters(&self, topic: &str, seqs: &[u64]) {
+        if let Some(store) = &self.durable {
+            if store.release_dead_letters(topic, seqs).is_err() {
+                self.delivery.dead_letters.count_journal_error();
+            }
+        }
     }
 
     pub fn try_publish(&self, init: EventInit, ctx: Option<&Context>) -> Result<bool> {

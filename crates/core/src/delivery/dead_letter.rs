@@ -5,6 +5,9 @@
 //! kept even when nobody subscribes to that topic, and replaying one removes it, so the same
 //! dead letter is not re-published twice. The retention is bounded by count per topic; the
 //! oldest are evicted first and counted (`deadLetters.evicted` in the bus stats).
+//!
+//! On a bus with a journal every retained dead letter is also a journal record (its `seq`
+//! here), so the retention survives a restart: see `durable::dead_letters`.
 
 use crate::codec::encode_event;
 use crate::context::{unix_now_ms, Context};
@@ -46,6 +49,16 @@ pub fn envelope(sub: &Subscription, ev: &Event, reason: &str, attempts: u32) -> 
 
 struct Retained {
     event: Arc<Event>,
+    /// Its journal record (for the `~dead.<topic>` consumer); 0: kept in memory only.
+    seq: u64,
+}
+
+/// A dead letter taken out of the retention for replay.
+pub(crate) struct Taken {
+    /// The original, fresh for a new publish (see `again`).
+    pub event: Arc<Event>,
+    pub seq: u64,
+    kept: Arc<Event>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -57,6 +70,10 @@ pub struct DeadLetterStats {
     /// published on the dead-letter topic).
     pub evicted: u64,
     pub replayed: u64,
+    /// Journal writes for dead letters that failed (a bus with a journal): a dead letter that
+    /// could not be written is kept in memory only (a restart loses it); one whose replay or
+    /// eviction could not be recorded is offered for replay again after a restart.
+    pub journal_errors: u64,
 }
 
 #[derive(Default)]
@@ -66,30 +83,34 @@ pub(crate) struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn retain(&self, topic: &str, event: Arc<Event>) {
+    /// Keeps `event` (journal record `seq`, 0 if none) for replay. Returns the journal record
+    /// of a dead letter evicted to make room (0: none, or it had no record).
+    pub fn retain(&self, topic: &str, event: Arc<Event>, seq: u64) -> u64 {
         let mut map = self.by_topic.lock().unwrap();
         let q = map.entry(topic.to_owned()).or_default();
-        q.push_back(Retained { event });
+        q.push_back(Retained { event, seq });
         let mut s = self.stats.lock().unwrap();
         s.retained += 1;
         if q.len() > RETAINED_PER_TOPIC {
-            q.pop_front();
+            let evicted = q.pop_front().map_or(0, |r| r.seq);
             s.retained -= 1;
             s.evicted += 1;
+            return evicted;
         }
+        0
     }
 
     /// Removes up to `limit` dead letters of `topic` whose original event passes `filter`, oldest
     /// first, and returns fresh copies of the originals ready to publish again (same id, type,
     /// data and attributes; the Context is `ctx`'s).
-    pub fn take(&self, topic: &str, filter: Option<&FilterChain>, limit: usize, ctx: Option<&Context>) -> Vec<Arc<Event>> {
+    pub fn take(&self, topic: &str, filter: Option<&FilterChain>, limit: usize, ctx: Option<&Context>) -> Vec<Taken> {
         let mut map = self.by_topic.lock().unwrap();
         let Some(q) = map.get_mut(topic) else { return Vec::new() };
         let mut out = Vec::new();
         let mut kept = VecDeque::with_capacity(q.len());
         for r in q.drain(..) {
             if out.len() < limit && filter.is_none_or(|f| f.accepts(&r.event)) {
-                out.push(again(&r.event, ctx));
+                out.push(Taken { event: again(&r.event, ctx), seq: r.seq, kept: r.event });
             } else {
                 kept.push_back(r);
             }
@@ -99,6 +120,24 @@ impl DeadLetters {
         s.retained -= out.len() as u64;
         s.replayed += out.len() as u64;
         out
+    }
+
+    /// Puts back dead letters `take` returned whose replay failed, in their old place (ahead of
+    /// the rest: they are the oldest).
+    pub fn put_back(&self, topic: &str, taken: Vec<Taken>) {
+        let n = taken.len() as u64;
+        let mut map = self.by_topic.lock().unwrap();
+        let q = map.entry(topic.to_owned()).or_default();
+        for t in taken.into_iter().rev() {
+            q.push_front(Retained { event: t.kept, seq: t.seq });
+        }
+        let mut s = self.stats.lock().unwrap();
+        s.retained += n;
+        s.replayed -= n;
+    }
+
+    pub fn count_journal_error(&self) {
+        self.stats.lock().unwrap().journal_errors += 1;
     }
 
     pub fn stats(&self) -> DeadLetterStats {

@@ -3,6 +3,7 @@
 //! ("How the bus uses it") for the design and the guarantees of each fsync policy.
 
 pub mod backlog;
+pub mod dead_letters;
 mod publish;
 pub use publish::Published;
 pub mod notify;
@@ -213,8 +214,10 @@ impl Durable {
         self.live_names.lock().unwrap().remove(name);
     }
 
+    /// What durable subscriptions have not acknowledged (internal consumers — spill queues,
+    /// dead letters kept for replay — are not subscriptions).
     fn unacknowledged(&self) -> u64 {
-        self.journal.consumers().iter().filter(|c| !c.name.starts_with(SPILL_PREFIX)).map(|c| c.pending).sum()
+        self.journal.consumers().iter().filter(|c| !c.name.starts_with('~')).map(|c| c.pending).sum()
     }
 
     pub fn stats(&self) -> DurableStats {
