@@ -2,11 +2,10 @@
 //! become JS errors whose message starts with their stable code, and every export runs under
 //! `guard` so a Rust panic becomes an error instead of aborting Node. No business logic lives here.
 
-/// Events are allocated on the JS thread and freed on consumer threads; mimalloc's per-thread
-/// free lists make that far cheaper than glibc malloc (see docs/benchmarks.md, "hot path").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Mimalloc = alloc::Mimalloc;
 
+mod alloc;
 mod audit;
 mod bus;
 mod context;
