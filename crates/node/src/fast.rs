@@ -116,15 +116,16 @@ unsafe fn u32_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<u32> {
 
 /// The bytes of a `Uint8Array` (copied: the event outlives the call), or `None` if `v` is not one.
 unsafe fn bytes_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<Option<Vec<u8>>> {
-    let mut is_typed = false;
-    check(unsafe { sys::napi_is_typedarray(env, v, &mut is_typed) })?;
-    if !is_typed {
-        return Ok(None);
-    }
+    // No separate napi_is_typedarray: get_typedarray_info refuses anything else with
+    // napi_invalid_arg, and its own checks are what we need.
     let (mut kind, mut len, mut data) = (0, 0usize, ptr::null_mut());
-    check(unsafe {
+    match unsafe {
         sys::napi_get_typedarray_info(env, v, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut())
-    })?;
+    } {
+        sys::Status::napi_ok => {}
+        sys::Status::napi_invalid_arg => return Ok(None),
+        status => check(status)?,
+    }
     if kind != sys::TypedarrayType::uint8_array {
         return Err(to_js(sluice_core::Error::new(sluice_core::ErrorKind::Encode, "binary data must be a Uint8Array")));
     }
