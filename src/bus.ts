@@ -120,6 +120,9 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   readonly #fast: FastPublish;
   /** Topic → interned id (null: the core's table is full; publish by name). */
   readonly #topics = new Map<string, number | null>();
+  /** The last topic published by id ('' is never a valid topic). */
+  #lastTopic = '';
+  #lastTopicId = 0;
   readonly #subs = new Set<Subscription>();
   readonly #streams = new Set<EventStream<SluiceEvent>>();
   #closing: Promise<CloseReport> | undefined;
@@ -214,6 +217,9 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
 
   /** The interned id of a topic (validated once by the core), or null to publish by name. */
   #topicId(type: string): number | null {
+    // Publishers mostly repeat one topic: comparing with the last one is far cheaper than the
+    // Map lookup (callgrind: ~50 instructions per publish).
+    if (type === this.#lastTopic) return this.#lastTopicId;
     let id = this.#topics.get(type);
     if (id === undefined) {
       try {
@@ -222,6 +228,10 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
         throw fromNative(e);
       }
       if (this.#topics.size < MAX_CACHED_TOPICS) this.#topics.set(type, id);
+    }
+    if (id !== null) {
+      this.#lastTopic = type;
+      this.#lastTopicId = id;
     }
     return id;
   }

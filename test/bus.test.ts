@@ -196,6 +196,23 @@ describe('the per-event publish path (tryPublish / tryPublishBatch without a Con
     await bus.close();
   });
 
+  it('routes each publish to its own topic when publishers switch topics (last-topic cache)', async () => {
+    const bus = new Bus();
+    const got: string[] = [];
+    bus.subscribe('t.a', (e) => void got.push(`a:${e.data}`));
+    bus.subscribe('t.b', (e) => void got.push(`b:${e.data instanceof Uint8Array ? `bytes ${[...e.data]}` : e.data}`));
+    const order = ['t.a', 't.a', 't.b', 't.a', 't.b', 't.b', 't.c', 't.a'];
+    // `${…}` builds a new string each time: the cache must compare contents, not identity.
+    order.forEach((t, i) => bus.tryPublish(`${t}`, i));
+    bus.tryPublish('t.b', new Uint8Array([7]));
+    await until(() => got.length === 8);
+    const want = order.flatMap((t, i) => (t === 't.c' ? [] : [`${t.slice(2)}:${i}`]));
+    expect(got.filter((g) => g.startsWith('a')).join()).toBe(want.filter((g) => g.startsWith('a')).join());
+    expect(got.filter((g) => g.startsWith('b')).join()).toBe([...want.filter((g) => g.startsWith('b')), 'b:bytes 7'].join());
+    expect(bus.stats().unrouted).toBe(1);
+    await bus.close();
+  });
+
   it('refuses after close with ERR_CLOSED and counts every publish it took', async () => {
     const bus = new Bus();
     bus.subscribe('c', () => {});
