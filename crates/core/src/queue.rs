@@ -203,6 +203,11 @@ impl Queue {
         // Pairs with the SeqCst store in arm(): either the consumer sees our event or we see
         // its armed flag.
         fence(Ordering::SeqCst);
+        self.wake_if_armed();
+    }
+
+    /// `wake_consumer` for a caller that has already issued the SeqCst fence after its push.
+    fn wake_if_armed(&self) {
         if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
             if let Some(w) = self.waker.get() {
                 w();
@@ -256,23 +261,34 @@ impl Queue {
                 }
             },
         };
-        self.producer.published.fetch_add(1, Ordering::Relaxed);
-        if self.drain_if_closed() {
+        if self.pushed() {
             return (Offer::Closed, None);
         }
-        self.wake_consumer();
         (outcome, None)
     }
 
-    /// Called after a successful push. A push that raced `close()` can land after `close()`
-    /// drained the ring; it would then sit in a dead queue forever, counted as depth instead of
-    /// `dropped_closed`. `close()` sets the flag before draining and we push before checking it
-    /// (both sides SeqCst), so either `close()` sees our event or we see the flag and drain.
-    fn drain_if_closed(&self) -> bool {
+    /// Called after a successful push: counts it, then drains if `close()` raced it (returns
+    /// `true`) or wakes an armed consumer. One SeqCst fence serves both protocols (an mfence
+    /// is a noticeable share of a publish):
+    /// - a push that raced `close()` can land after `close()` drained the ring; it would then
+    ///   sit in a dead queue forever, counted as depth instead of `dropped_closed`. `close()`
+    ///   sets the flag before draining and we push before checking it (both sides SeqCst), so
+    ///   either `close()` sees our event or we see the flag and drain;
+    /// - `arm()` stores its flag (SeqCst) before looking at the ring, so either the consumer
+    ///   sees our event or we see it armed and wake it.
+    fn pushed(&self) -> bool {
+        self.producer.published.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        if !self.closed.load(Ordering::Relaxed) {
-            return false;
+        if self.closed.load(Ordering::Relaxed) {
+            self.drain_closed();
+            return true;
         }
+        self.wake_if_armed();
+        false
+    }
+
+    /// Drops what is left in the ring of a closed queue, counted as `dropped_closed`.
+    fn drain_closed(&self) {
         let mut n = 0;
         while let Some(ev) = self.ring.pop() {
             n += 1;
@@ -281,7 +297,6 @@ impl Queue {
         if n > 0 {
             self.consumer.dropped_closed.fetch_add(n, Ordering::Relaxed);
         }
-        true
     }
 
     /// Counts an event that a non-waiting publisher could not place under `block`.
@@ -344,11 +359,9 @@ impl Queue {
             }
             match self.ring.push(ev) {
                 Ok(()) => {
-                    self.producer.published.fetch_add(1, Ordering::Relaxed);
-                    if self.drain_if_closed() {
+                    if self.pushed() {
                         return Err(Error::closed("subscription"));
                     }
-                    self.wake_consumer();
                     return Ok(());
                 }
                 Err(back) => ev = back,
@@ -433,11 +446,9 @@ impl Queue {
         }
         match self.ring.push(ev.clone()) {
             Ok(()) => {
-                self.producer.published.fetch_add(1, Ordering::Relaxed);
-                if self.drain_if_closed() {
+                if self.pushed() {
                     return Err(Error::closed("subscription"));
                 }
-                self.wake_consumer();
                 Ok(true)
             }
             Err(_) => Ok(false),
@@ -514,7 +525,7 @@ impl Queue {
     /// Closes the queue: later offers are refused, blocked publishers get `ERR_CLOSED`, and what
     /// is still queued is counted as `dropped_closed`.
     pub fn close(&self) -> u64 {
-        // SeqCst: pairs with the fence in drain_if_closed (see there).
+        // SeqCst: pairs with the fence in pushed() (see there).
         if self.closed.swap(true, Ordering::SeqCst) {
             return 0;
         }
