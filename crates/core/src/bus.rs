@@ -569,9 +569,12 @@ impl Bus {
             return self.try_publish_event(self.make_interned(topic, data, encoding, ctx)?);
         }
         self.check_open()?;
-        let (name, subs) = self.router.interned_route(topic).ok_or_else(|| unknown_topic(topic))?;
-        let ev = self.event_on(name, topic, data, encoding, ctx, unix_now_ms())?;
-        Ok(self.route_to(&ev, &subs))
+        self.router
+            .with_interned_route(topic, |name, subs| {
+                let ev = self.event_on(name.clone(), topic, data, encoding, ctx, unix_now_ms())?;
+                Ok(self.route_to(&ev, subs))
+            })
+            .unwrap_or_else(|| Err(unknown_topic(topic)))
     }
 
     /// Stamps an event on an interned topic: no validation, no topic copy.

@@ -65,6 +65,16 @@ impl Deadline {
 }
 
 pub fn unix_now_ms() -> u64 {
+    // Every single publish stamps its event: read the clock directly, without the checked
+    // timespec arithmetic of `SystemTime::duration_since` (which cost more than the read).
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid out-pointer; CLOCK_REALTIME always exists.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } == 0 && ts.tv_sec >= 0 {
+            return ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000;
+        }
+    }
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 

@@ -97,6 +97,14 @@ impl Router {
         self.routes.load().topics.get(id as usize).map(|t| (t.name.clone(), t.subs.clone()))
     }
 
+    /// Runs `f` on the name and subscriptions of an interned topic while holding the snapshot,
+    /// without taking a reference on the subscription list (a single publish).
+    #[inline]
+    pub fn with_interned_route<R>(&self, id: u32, f: impl FnOnce(&Arc<str>, &[Arc<Subscription>]) -> R) -> Option<R> {
+        let routes = self.routes.load();
+        routes.topics.get(id as usize).map(|t| f(&t.name, &t.subs))
+    }
+
     /// Calls `f` for every subscription `ev` routes to: by id when interned, else by name.
     #[inline]
     pub fn for_each_route(&self, ev: &Event, mut f: impl FnMut(&Arc<Subscription>)) {
