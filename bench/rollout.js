@@ -13,6 +13,12 @@
 //     switches version every 10 ms in the latter); the p99 spike is swapping − steady.
 //  3. Throughput tryPublishBatch(256) → counting handler, no candidate vs a 5 % canary vs a 5 %
 //     shadow.
+//  4. Section 1 for an `isolation: 'process'` deployment (concurrency 1, then 2): rollout() starts
+//     the candidate's helper processes (spawn, namespaces, compile inside the helper, lockdown)
+//     before it resolves; every round starts new helpers (the previous candidate's were closed).
+//
+// SLUICE_BENCH_ROLLOUT_SECTIONS: comma list of sections to run (serve, latency, throughput,
+// isolated); default all.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -74,6 +80,7 @@ const stats = (xs) => {
   return { n: s.length, p50: pct(s, 50), p90: pct(s, 90), p99: pct(s, 99), p999: pct(s, 99.9), max: s[s.length - 1] };
 };
 
+const SECTIONS = (process.env.SLUICE_BENCH_ROLLOUT_SECTIONS ?? 'serve,latency,throughput,isolated').split(',');
 const results = { date: new Date().toISOString(), loadavg: loadavg(), cpus: cpus().length, node: process.version };
 
 // ---- 1. rollout() → candidate serving ------------------------------------------------------
@@ -230,14 +237,46 @@ async function throughput(mode) {
   return { rate, sent, candidateHandled: candidate?.handled ?? 0, shadow: info.shadow };
 }
 
-console.log(`rollout bench — ${results.date}, load average ${results.loadavg.map((l) => l.toFixed(2)).join(' ')}`);
-results.timeToServe = await timeToServe();
-results.latency = await latency();
-results.throughput = {};
-for (const mode of ['none', 'canary', 'shadow', 'none']) {
-  const r = await throughput(mode);
-  (results.throughput[mode] ??= []).push(r);
+// ---- 4. rollout() → candidate serving, isolation: 'process' ----------------------------------
+async function timeToServeIsolated(concurrency) {
+  const bus = new Bus();
+  let lastB = -1;
+  bus.subscribe('count.b', (e) => void (lastB = e.data));
+  const opts = { topics: ['in.x'], emits: ['count.*'], capacity: 4096, limits: { timeoutMs: 1000 }, concurrency, isolation: 'process' };
+  const dep = await bus.deploy('serve-isolated', counter('count.a'), opts);
+  const b = counter('count.b');
+  const resolved = [];
+  const serving = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    const t0 = hr();
+    await dep.rollout(b, { percent: 100, autoRollback: false });
+    const t1 = hr();
+    bus.tryPublish('in.x', i);
+    while (lastB !== i) await immediate();
+    const t2 = hr();
+    resolved.push(Number(t1 - t0));
+    serving.push(Number(t2 - t0));
+    await dep.rollback();
+  }
+  await bus.close();
+  const r = { concurrency, resolved: stats(resolved), serving: stats(serving) };
+  console.log(
+    `  rollout() isolated, ${concurrency} helper(s) per version: resolved p50 ${fmtMs(r.resolved.p50)} p99 ${fmtMs(r.resolved.p99)}; first event served by the candidate p50 ${fmtMs(r.serving.p50)} p99 ${fmtMs(r.serving.p99)} (${ROUNDS} rounds)`,
+  );
+  return r;
 }
+
+console.log(`rollout bench — ${results.date}, load average ${results.loadavg.map((l) => l.toFixed(2)).join(' ')}`);
+if (SECTIONS.includes('serve')) results.timeToServe = await timeToServe();
+if (SECTIONS.includes('latency')) results.latency = await latency();
+if (SECTIONS.includes('throughput')) {
+  results.throughput = {};
+  for (const mode of ['none', 'canary', 'shadow', 'none']) {
+    const r = await throughput(mode);
+    (results.throughput[mode] ??= []).push(r);
+  }
+}
+if (SECTIONS.includes('isolated')) results.timeToServeIsolated = [await timeToServeIsolated(1), await timeToServeIsolated(2)];
 results.loadavgAfter = loadavg();
 mkdirSync(dirname(OUT), { recursive: true });
 writeFileSync(OUT, JSON.stringify(results, null, 2));

@@ -103,8 +103,10 @@ export interface VersionInfo {
   role: 'current' | 'candidate' | 'shadow' | 'retired';
   /** Events in this version's hands right now. */
   inFlight: number;
-  /** No instances are held for it any more. */
+  /** No instances (or helper processes) are held for it any more. */
   released: boolean;
+  /** Helper process ids of its live activation (`isolation: 'process'`; else empty). */
+  pids: number[];
   activations: number;
   releases: number;
   releasedAt: number | null;
@@ -163,11 +165,11 @@ export interface DeploymentInfo {
   isolation: 'in-process' | 'process';
   /** The walls actually in force. */
   sandboxLevel: 'wasm' | 'wasm+seccomp' | 'wasm+ns+seccomp';
-  /** Helper process ids (empty in-process). */
+  /** Helper process ids of the current version (empty in-process); `versions[].pids` per version. */
   pids: number[];
   /** Why `'process-if-available'` runs in-process. */
   degraded?: string;
-  /** Per helper process: restarts, deaths (SIGSYS = seccomp kills), redeliveries, given-up events. */
+  /** Per helper process of the current version: restarts, deaths (SIGSYS = seccomp kills), redeliveries, given-up events. */
   helpers?: HelperInfo[];
   limits: { memoryBytes: number; timeoutMs: number; fuel: number | null };
   instances: { live: number; idle: number; created: number; discarded: number };

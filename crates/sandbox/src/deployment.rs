@@ -16,9 +16,9 @@ use sluice_core::{Bus, DeliveryOptions, Overflow, SubscribeOptions, Subscription
 use crate::dispatch::{worker_loop, Wakeup};
 use crate::error::SandboxError;
 use crate::pool::SandboxOptions;
-use crate::registry::{module_hash, HandlerModule, ModuleRegistry};
-use crate::remote::{remote_loop, RemoteFactory, RemoteInfo, RemoteState};
-use crate::rollout::{Rollout, RolloutInfo, RolloutSpec, Traffic};
+use crate::registry::{module_hash, ModuleRegistry};
+use crate::remote::{remote_loop, Dispatcher, RemoteFactory, RemoteInfo, RemoteState, Slot};
+use crate::rollout::{Body, HashRecord, Module, Rollout, RolloutInfo, RolloutSpec, Traffic};
 use crate::SandboxEngine;
 
 /// Errors of deploy/undeploy: the sandbox's codes (`ERR_COMPILE`, …) or the bus's
@@ -99,17 +99,13 @@ pub(crate) struct Shared {
     pub counters: DispatchCounters,
 }
 
-/// What runs the events: the in-process pool or helper processes.
-enum Exec {
-    /// The versions of the handler and the routing between them (`rollout`).
-    InProcess(Arc<Rollout>),
-    Remote { hash: String, options: SandboxOptions, state: Arc<RemoteState> },
-}
-
 pub struct Deployment {
     name: String,
     bus: Arc<Bus>,
-    exec: Exec,
+    /// The versions of the handler and the routing between them (`rollout`).
+    versions: Arc<Rollout>,
+    /// Set for `isolation: 'process'`: the helper processes the versions run in.
+    remote: Option<Arc<RemoteState>>,
     /// Why `'process-if-available'` runs in-process.
     degraded: OnceLock<String>,
     subs: Vec<Arc<Subscription>>,
@@ -150,8 +146,7 @@ pub struct DeploymentInfo {
     pub latency_us: LatencyInfo,
     pub subscriptions: Vec<SubscriptionStats>,
     pub running: bool,
-    /// Versions, the rollout in progress, shadow comparisons, last rollback, audit trail
-    /// (in-process deployments; empty for helper processes, which do not roll out yet).
+    /// Versions, the rollout in progress, shadow comparisons, last rollback, audit trail.
     #[serde(flatten)]
     pub rollout: RolloutInfo,
 }
@@ -203,7 +198,8 @@ impl Deployment {
         let dep = Arc::new(Deployment {
             name: name.to_owned(),
             bus,
-            exec: Exec::InProcess(versions),
+            versions,
+            remote: None,
             degraded: OnceLock::new(),
             subs,
             shared,
@@ -214,8 +210,7 @@ impl Deployment {
         let mut workers = Vec::with_capacity(concurrency);
         for i in 0..concurrency {
             let d = dep.clone();
-            let Exec::InProcess(versions) = &dep.exec else { unreachable!() };
-            let versions = versions.clone();
+            let versions = dep.versions.clone();
             let handle = thread::Builder::new()
                 .name(format!("sluice-wasm-{name}-{i}"))
                 // Room for the wasm stack budget plus the host's own frames.
@@ -241,23 +236,21 @@ impl Deployment {
             return Err(invalid("a deployment needs at least one topic"));
         }
         let n = spec.sandbox.concurrency.max(1);
-        // Each helper runs its events one at a time.
-        let options = SandboxOptions { concurrency: 1, ..spec.sandbox.clone() };
-        let state = Arc::new(RemoteState::new(n));
+        let state = RemoteState::new(factory.clone(), spec.sandbox.clone(), n);
         let module: Arc<[u8]> = bytes.into();
         let timeout = spec.sandbox.limits.timeout();
         let (ready_tx, ready_rx) = mpsc::channel();
+        type Go = Option<(Arc<Deployment>, Arc<crate::remote::Activation>)>;
         let mut gates = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
-            let (go_tx, go_rx) = mpsc::channel::<Option<Arc<Deployment>>>();
+            let (go_tx, go_rx) = mpsc::channel::<Go>();
             gates.push(go_tx);
-            let (factory, module, options, state, ready) = (factory.clone(), module.clone(), options.clone(), state.clone(), ready_tx.clone());
+            let (module, state, ready) = (module.clone(), state.clone(), ready_tx.clone());
             let spawned = thread::Builder::new().name(format!("sluice-helper-{name}-{i}")).spawn(move || {
-                let exec = match factory.start(&module, &options) {
+                let exec = match state.factory().start(&module, state.options()) {
                     Ok(e) => {
-                        state.executors.lock().unwrap()[i] = e.info();
-                        let _ = ready.send(Ok(()));
+                        let _ = ready.send(Ok(e.info()));
                         e
                     }
                     Err(e) => {
@@ -265,9 +258,17 @@ impl Deployment {
                         return;
                     }
                 };
-                if let Ok(Some(d)) = go_rx.recv() {
-                    let hash = d.hash().to_owned();
-                    remote_loop(&d.bus, exec, i, &d.subs, &d.shared, &state, timeout, &hash);
+                if let Ok(Some((d, activation))) = go_rx.recv() {
+                    let dispatcher = Dispatcher {
+                        bus: &d.bus,
+                        subs: &d.subs,
+                        shared: &d.shared,
+                        rollout: &d.versions,
+                        state: &state,
+                        index: i,
+                        timeout,
+                    };
+                    remote_loop(&dispatcher, Slot { activation, exec });
                 }
             });
             match spawned {
@@ -279,9 +280,10 @@ impl Deployment {
         }
         drop(ready_tx);
         let mut first_error = None;
+        let mut infos = Vec::with_capacity(n);
         for _ in 0..n {
             match ready_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(info)) => infos.push(info),
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -302,17 +304,37 @@ impl Deployment {
                 return Err(e);
             }
         };
+        state.connect(shared.clone());
+        let record = HashRecord::new(Module::Bytes { hash: module_hash(bytes), bytes: module });
+        let activation = state.activation(&record);
+        activation.started(n);
+        // Until each dispatcher reports its own helper's info: the pids are known now.
+        for (i, info) in infos.into_iter().enumerate() {
+            activation.update(i, info);
+        }
+        let current = record.adopt(Body::Remote(activation.clone()));
+        let versions = Rollout::with_current(
+            name,
+            record,
+            current,
+            spec.sandbox.clone(),
+            spec.labels.clone(),
+            bus.recorder().clone(),
+            None,
+            Some(state.clone()),
+        );
         let dep = Arc::new(Deployment {
             name: name.to_owned(),
             bus,
-            exec: Exec::Remote { hash: module_hash(bytes), options: spec.sandbox.clone(), state },
+            versions,
+            remote: Some(state),
             degraded: OnceLock::new(),
             subs,
             shared,
             workers: Mutex::new(workers),
             topics: spec.topics.clone(),
         });
-        gates.iter().for_each(|g| drop(g.send(Some(dep.clone()))));
+        gates.iter().for_each(|g| drop(g.send(Some((dep.clone(), activation.clone())))));
         Ok(dep)
     }
 
@@ -322,49 +344,43 @@ impl Deployment {
 
     /// `sha256:` of the current version.
     pub fn hash(&self) -> String {
-        match &self.exec {
-            Exec::InProcess(versions) => versions.current_hash(),
-            Exec::Remote { hash, .. } => hash.clone(),
-        }
-    }
-
-    fn versions(&self) -> Result<&Arc<Rollout>, DeployError> {
-        match &self.exec {
-            Exec::InProcess(versions) => Ok(versions),
-            Exec::Remote { .. } => Err(DeployError {
-                code: "ERR_UNSUPPORTED",
-                message: "rollout of process-isolated deployments is not available in this version".into(),
-            }),
-        }
+        self.versions.current_hash()
     }
 
     /// Compiles `bytes` (cached by hash) and routes them as the candidate per `spec`; the
     /// candidate's bytes again change its rule. Refused, changing nothing, when the hash is not
     /// `spec.expected_hash` (`ERR_HASH_MISMATCH`), the module does not compile or satisfy the
     /// ABI (`ERR_COMPILE`) or cannot start (`ERR_INSTANTIATE`, …). Compiles on the calling
-    /// thread: callers keep it off the JS thread. Returns the candidate's hash.
+    /// thread: callers keep it off the JS thread. A process-isolated deployment compiles only
+    /// in the candidate's helpers, started (one per dispatcher) before it is routed. Returns the
+    /// candidate's hash.
     pub fn rollout(&self, bytes: &[u8], spec: &RolloutSpec, actor: Option<&str>) -> Result<String, DeployError> {
-        let versions = self.versions()?;
-        let module = compile_expected(bytes, spec.expected_hash.as_deref())?;
-        versions.rollout(&module, spec, actor)?;
+        check_expected(bytes, spec.expected_hash.as_deref())?;
+        let module = match &self.remote {
+            Some(_) => Module::Bytes { hash: module_hash(bytes), bytes: bytes.into() },
+            None => Module::Compiled(registry()?.compile(bytes)?),
+        };
+        self.versions.rollout(&module, spec, actor)?;
         Ok(module.hash().to_owned())
     }
 
     /// Changes the candidate's share (`ERR_NO_CANDIDATE` without one).
     pub fn set_traffic(&self, traffic: &Traffic, actor: Option<&str>) -> Result<(), DeployError> {
-        self.versions()?.set_traffic(traffic, actor)
+        self.versions.set_traffic(traffic, actor)
     }
 
     /// Makes the candidate current; returns its hash.
     pub fn promote(&self, actor: Option<&str>) -> Result<String, DeployError> {
-        self.versions()?.promote(actor)
+        self.versions.promote(actor)
     }
 
     /// Drops the candidate, or returns to the previous version, or (`to_hash`) restores an
-    /// earlier version still in the module registry. Returns the hash now current.
+    /// earlier version: one this deployment ran, or (in-process) any still in the module
+    /// registry. Returns the hash now current.
     pub fn rollback(&self, to_hash: Option<&str>, actor: Option<&str>, reason: Option<&str>) -> Result<String, DeployError> {
-        let lookup = |h: &str| registry().ok().and_then(|r| r.get(h));
-        self.versions()?.rollback(to_hash, lookup, actor, reason)
+        let in_process = self.remote.is_none();
+        let lookup = |h: &str| in_process.then(|| registry().ok().and_then(|r| r.get(h))).flatten().map(Module::Compiled);
+        self.versions.rollback(to_hash, lookup, actor, reason)
     }
     /// Unsubscribes (what is queued is counted as dropped, closed), lets each worker finish the
     /// event in its hands, and joins the workers.
@@ -380,20 +396,17 @@ impl Deployment {
         for w in workers {
             let _ = w.join();
         }
-        if let Exec::InProcess(versions) = &self.exec {
-            versions.stop();
-        }
+        self.versions.stop();
     }
 
     /// Counters are totals over every version; `versions` has them per version.
     pub fn info(&self) -> DeploymentInfo {
-        let (s, helpers) = match &self.exec {
-            Exec::InProcess(versions) => (versions.totals_info(), Vec::new()),
-            Exec::Remote { hash, options, state } => (remote_sandbox_info(hash, options, state), state.executors.lock().unwrap().clone()),
-        };
-        let sandbox_level = match (&self.exec, helpers.first()) {
-            (Exec::Remote { .. }, Some(h)) if !h.sandbox_level.is_empty() => h.sandbox_level,
-            _ => "wasm",
+        let s = self.versions.totals_info();
+        // The current version's helpers.
+        let helpers = if self.remote.is_some() { self.versions.current_helpers() } else { Vec::new() };
+        let sandbox_level = match helpers.iter().find(|h| !h.sandbox_level.is_empty()) {
+            Some(h) => h.sandbox_level,
+            None => "wasm",
         };
         let c = &self.shared.counters;
         let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -403,7 +416,7 @@ impl Deployment {
             topics: self.topics.clone(),
             emits: s.emits,
             concurrency: s.concurrency,
-            isolation: if helpers.is_empty() { "in-process" } else { "process" },
+            isolation: if self.remote.is_some() { "process" } else { "in-process" },
             sandbox_level,
             pids: helpers.iter().filter_map(|h| h.pid).collect(),
             degraded: self.degraded.get().cloned(),
@@ -435,38 +448,8 @@ impl Deployment {
             },
             subscriptions: self.subs.iter().map(|s| s.stats()).collect(),
             running: !self.shared.stop.load(Ordering::Relaxed),
-            rollout: match &self.exec {
-                Exec::InProcess(versions) => versions.info(),
-                Exec::Remote { .. } => RolloutInfo::default(),
-            },
+            rollout: self.versions.info(),
         }
-    }
-}
-
-/// The in-process `SandboxInfo` shape for a remote deployment: outcomes, emits and latency as
-/// the dispatchers saw them (latency includes the trip through the rings); instances are the
-/// helpers (created = started, discarded = deaths).
-fn remote_sandbox_info(hash: &str, options: &SandboxOptions, state: &RemoteState) -> crate::pool::SandboxInfo {
-    let c = &state.counters;
-    let helpers = state.executors.lock().unwrap();
-    let live = helpers.iter().filter(|h| h.pid.is_some()).count();
-    crate::pool::SandboxInfo {
-        hash: hash.to_owned(),
-        concurrency: options.concurrency.max(1),
-        limits: options.limits.clone(),
-        emits: options.emits.clone(),
-        instances: crate::pool::InstanceCounts {
-            live,
-            idle: 0,
-            created: helpers.iter().map(|h| h.helpers_started).sum(),
-            discarded: helpers.iter().map(|h| h.deaths).sum(),
-        },
-        outcomes: c.outcomes(),
-        emits_accepted: c.emits_accepted.load(Ordering::Relaxed),
-        emits_refused: c.emits_refused.load(Ordering::Relaxed),
-        emits_discarded: 0,
-        logs_dropped: c.logs_dropped.load(Ordering::Relaxed),
-        latency: c.latency.snapshot(),
     }
 }
 
@@ -520,8 +503,8 @@ impl Drop for Deployment {
     }
 }
 
-/// Compiles through the registry after checking the bytes are the ones expected.
-fn compile_expected(bytes: &[u8], expected: Option<&str>) -> Result<Arc<HandlerModule>, DeployError> {
+/// Refuses bytes whose hash is not the one expected.
+fn check_expected(bytes: &[u8], expected: Option<&str>) -> Result<(), DeployError> {
     if let Some(want) = expected {
         let got = module_hash(bytes);
         if got != want {
@@ -531,7 +514,7 @@ fn compile_expected(bytes: &[u8], expected: Option<&str>) -> Result<Arc<HandlerM
             });
         }
     }
-    Ok(registry()?.compile(bytes)?)
+    Ok(())
 }
 
 fn registry() -> Result<&'static ModuleRegistry, DeployError> {

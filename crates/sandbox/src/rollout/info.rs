@@ -39,6 +39,8 @@ pub struct VersionInfo {
     pub in_flight: usize,
     /// No activation of this version holds instances any more.
     pub released: bool,
+    /// Helper process ids of its live activation (process-isolated deployments; else empty).
+    pub pids: Vec<i32>,
     /// Times its instances were created (a rollback to a released version activates it again).
     pub activations: u64,
     /// Times its instances were released after the last in-flight event finished.

@@ -29,6 +29,7 @@ use crate::deployment::DeployError;
 use crate::envelope::Envelope;
 use crate::pool::{HandleResult, SandboxOptions};
 use crate::registry::HandlerModule;
+use crate::remote::RemoteState;
 use crate::stats::{Histogram, LatencySnapshot, OutcomeCounts};
 use crate::topic::TopicPattern;
 use crate::ErrorKind;
@@ -37,14 +38,16 @@ pub use history::{Action, HistoryEntry, HISTORY_LIMIT};
 pub use info::{AutoRollbackInfo, CandidateInfo, RollbackInfo, RolloutInfo, VersionInfo, VersionInstances};
 pub use shadow::ShadowInfo;
 pub use watch::{AutoRollback, Verdict};
-pub(crate) use release::on_event_path;
+pub(crate) use release::{on_event_path, release as release_off_path};
 
 use clock::unix_ms;
 use history::History;
-use route::{Candidate, Mode, Route, Rule, Table, FULL};
-use shadow::{ShadowLink, ShadowStats};
-use version::{HashRecord, Version};
-use watch::Watch;
+use route::{Candidate, Mode, Rule, Table, FULL};
+use shadow::ShadowStats;
+pub(crate) use version::{Body, HashRecord, Held, Module, Version};
+pub(crate) use route::Route;
+pub(crate) use shadow::{Expected, ShadowLink};
+pub(crate) use watch::Watch;
 
 /// Hashes this deployment remembers as "previous" for `rollback()`.
 const LINEAGE_LIMIT: usize = 64;
@@ -112,6 +115,8 @@ pub(crate) struct Rollout {
     recorder: Arc<Recorder>,
     options: SandboxOptions,
     labels: BTreeMap<String, String>,
+    /// Helper processes of a process-isolated deployment: versions are activated there.
+    remote: Option<Arc<RemoteState>>,
     table: ArcSwap<Table>,
     state: Mutex<State>,
     me: Weak<Rollout>,
@@ -127,8 +132,24 @@ impl Rollout {
         recorder: Arc<Recorder>,
         actor: Option<&str>,
     ) -> Result<Arc<Rollout>, DeployError> {
-        let record = HashRecord::new(module);
-        let current = record.activate(&options)?;
+        let record = HashRecord::new(Module::Compiled(module));
+        let current = record.activate(&options, None)?;
+        Ok(Rollout::with_current(name, record, current, options, labels, recorder, actor, None))
+    }
+
+    /// Starts with a version already running: a process-isolated deployment's first helpers
+    /// (`remote` activates the later ones).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_current(
+        name: &str,
+        record: Arc<HashRecord>,
+        current: Arc<Version>,
+        options: SandboxOptions,
+        labels: BTreeMap<String, String>,
+        recorder: Arc<Recorder>,
+        actor: Option<&str>,
+        remote: Option<Arc<RemoteState>>,
+    ) -> Arc<Rollout> {
         let hash = record.hash.clone();
         let state = State {
             records: HashMap::from([(hash.clone(), record)]),
@@ -146,12 +167,13 @@ impl Rollout {
             recorder,
             options,
             labels,
+            remote,
             table: ArcSwap::from_pointee(Table { current, candidate: None }),
             state: Mutex::new(state),
             me: me.clone(),
         });
         rollout.log(&mut rollout.lock(), HistoryEntry::new(Action::Deploy, &hash, "", actor));
-        Ok(rollout)
+        rollout
     }
 
     /// Appends to the audit trail and tells observers (`Kind::RolloutStep`: name = deployment,
@@ -177,8 +199,13 @@ impl Rollout {
     /// to the table's shared reference count per event; a swap meanwhile turns the guard into
     /// a full reference.
     pub fn route(&self, envelope: &Envelope<'_>) -> Routed<'_> {
+        self.route_by(envelope.id, envelope.event_type)
+    }
+
+    /// `route` by the event's id and topic.
+    pub fn route_by(&self, id: &str, topic: &str) -> Routed<'_> {
         let table = self.table.load();
-        let pick = table.route(envelope.id, envelope.event_type);
+        let pick = table.route(id, topic);
         Routed { rollout: self, table, pick }
     }
 
@@ -202,7 +229,31 @@ impl Rollout {
         })
     }
 
-    fn record_for(&self, st: &mut State, module: &Arc<HandlerModule>) -> Arc<HashRecord> {
+    /// The helper processes of the current version (process-isolated deployments).
+    pub fn current_helpers(&self) -> Vec<crate::remote::RemoteInfo> {
+        self.table.load().current.activation().map(|a| a.helpers()).unwrap_or_default()
+    }
+
+    fn activate(&self, record: &Arc<HashRecord>) -> Result<Arc<Version>, DeployError> {
+        record.activate(&self.options, self.remote.as_ref())
+    }
+
+    /// Feeds a candidate's completed event to its watch; crossing a threshold rolls back.
+    pub fn observe(&self, watch: &Arc<Watch>, elapsed: Duration, error: bool) {
+        if let Some(verdict) = watch.record(elapsed, error) {
+            self.auto_rollback(watch, verdict);
+        }
+    }
+
+    /// A refused candidate leaves no trace in `info().versions`.
+    fn forget_unused(&self, st: &mut State, hash: &str) {
+        if st.records.get(hash).is_some_and(|r| r.activations.load(Ordering::Relaxed) == 0) {
+            st.records.remove(hash);
+            st.order.retain(|h| h != hash);
+        }
+    }
+
+    fn record_for(&self, st: &mut State, module: &Module) -> Arc<HashRecord> {
         let hash = module.hash();
         if let Some(r) = st.records.get(hash) {
             return r.clone();
@@ -215,16 +266,31 @@ impl Rollout {
 
     /// Routes a compiled candidate. Rolling out the candidate's own bytes again changes its
     /// rule (a step such as 5 → 20 %); other bytes replace it. Nothing changes on error.
-    pub fn rollout(
-        &self,
-        module: &Arc<HandlerModule>,
-        spec: &RolloutSpec,
-        actor: Option<&str>,
-    ) -> Result<(), DeployError> {
+    pub fn rollout(&self, module: &Module, spec: &RolloutSpec, actor: Option<&str>) -> Result<(), DeployError> {
         let rule = self.rule(&spec.traffic)?;
         if let Some(a) = &spec.auto_rollback {
             a.validate().map_err(invalid)?;
         }
+        // Helpers take tens of milliseconds to start: not under the control lock, which
+        // dispatchers take to roll back automatically. The lock is taken again to swap.
+        let early = match &self.remote {
+            Some(_) => {
+                let record = {
+                    let mut st = self.lock();
+                    let table = self.table.load();
+                    let same = table.candidate.as_ref().is_some_and(|c| c.version.hash() == module.hash());
+                    (!same && table.current.hash() != module.hash()).then(|| self.record_for(&mut st, module))
+                };
+                match record.map(|r| self.activate(&r)).transpose() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.forget_unused(&mut self.lock(), module.hash());
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         let mut st = self.lock();
         if st.stopped {
             return Err(err("ERR_CLOSED", format!("deployment '{}' is stopped", self.name)));
@@ -235,9 +301,19 @@ impl Rollout {
             return Err(invalid(format!("{hash} is already the current version of '{}'", self.name)));
         }
         let same = table.candidate.as_ref().filter(|c| c.version.hash() == hash);
-        let version = match same {
-            Some(c) => c.version.clone(),
-            None => self.record_for(&mut st, module).activate(&self.options)?,
+        let version = match (same, early) {
+            (Some(c), _) => c.version.clone(),
+            (None, Some(v)) => v,
+            (None, None) => {
+                let record = self.record_for(&mut st, module);
+                match self.activate(&record) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.forget_unused(&mut st, module.hash());
+                        return Err(e);
+                    }
+                }
+            }
         };
         // Evidence gathered on this candidate carries over a step unless the thresholds change.
         let watch = match (same, &spec.auto_rollback) {
@@ -298,10 +374,17 @@ impl Rollout {
                 r.auto_rollback(w, v);
             }
         });
-        let (link, handle) = shadow::start(&self.name, version.clone(), stats.clone(), watch, trip)
-            .map_err(|e| err("ERR_INSTANTIATE", format!("cannot start the shadow thread: {e}")))?;
-        st.shadow_threads.retain(|h| !h.is_finished());
-        st.shadow_threads.push(handle);
+        let link = if version.activation().is_some() {
+            // The dispatchers send the copies to the candidate's helpers themselves.
+            drop((watch, trip));
+            ShadowLink::detached(stats.clone())
+        } else {
+            let (link, handle) = shadow::start(&self.name, version.clone(), stats.clone(), watch, trip)
+                .map_err(|e| err("ERR_INSTANTIATE", format!("cannot start the shadow thread: {e}")))?;
+            st.shadow_threads.retain(|h| !h.is_finished());
+            st.shadow_threads.push(handle);
+            link
+        };
         st.last_shadow = Some((version.hash().to_owned(), stats, link.active.clone()));
         Ok(Arc::new(link))
     }
@@ -350,10 +433,17 @@ impl Rollout {
     pub fn rollback(
         &self,
         to_hash: Option<&str>,
-        registry: impl FnOnce(&str) -> Option<Arc<HandlerModule>>,
+        registry: impl FnOnce(&str) -> Option<Module>,
         actor: Option<&str>,
         reason: Option<&str>,
     ) -> Result<String, DeployError> {
+        // Helpers of the version to restore are started before the lock is taken for the swap
+        // (as in `rollout`); the swap below uses them if the target is still the same.
+        let prepared = match &self.remote {
+            Some(_) => self.restore_target(to_hash).map(|r| self.activate(&r)).transpose()?,
+            None => None,
+        };
+        let prepared = |hash: &str| prepared.clone().filter(|v| v.hash() == hash);
         let mut st = self.lock();
         let table = self.table.load_full();
         let current = table.current.hash().to_owned();
@@ -369,7 +459,10 @@ impl Rollout {
                     return Err(err("ERR_UNKNOWN_VERSION", format!("'{}' has no earlier version to roll back to", self.name)));
                 };
                 let record = st.records.get(&previous).cloned().expect("lineage hashes have records");
-                let version = record.activate(&self.options)?;
+                let version = match prepared(&previous) {
+                    Some(v) => v,
+                    None => self.activate(&record)?,
+                };
                 st.lineage.pop();
                 (current.clone(), version)
             }
@@ -380,7 +473,11 @@ impl Rollout {
                         err("ERR_UNKNOWN_VERSION", format!("{h} is not a version known to this process"))
                     })?,
                 };
-                let version = self.record_for(&mut st, &module).activate(&self.options)?;
+                let record = self.record_for(&mut st, &module);
+                let version = match prepared(h) {
+                    Some(v) => v,
+                    None => self.activate(&record)?,
+                };
                 push_lineage(&mut st.lineage, h);
                 (current.clone(), version)
             }
@@ -403,6 +500,20 @@ impl Rollout {
             p99_ms: None,
         });
         Ok(restored)
+    }
+
+    /// The record of the version a `rollback(to_hash)` would make current, if it must be
+    /// activated (not the current version, nor a rollback that only drops the candidate).
+    fn restore_target(&self, to_hash: Option<&str>) -> Option<Arc<HashRecord>> {
+        let st = self.lock();
+        let table = self.table.load();
+        let current = table.current.hash();
+        let hash = match (to_hash, &table.candidate) {
+            (Some(h), _) if h != current => h.to_owned(),
+            (None, None) => st.lineage.len().checked_sub(2).map(|i| st.lineage[i].clone())?,
+            _ => return None,
+        };
+        st.records.get(&hash).cloned()
     }
 
     /// Called by the worker (or shadow thread) whose event crossed a threshold of `watch`.
@@ -476,7 +587,8 @@ impl Rollout {
             .filter_map(|h| st.records.get(h))
             .map(|r| {
                 let live = r.live();
-                let (live_n, idle) = live.as_ref().map_or((0, 0), |v| v.sandbox().instance_counts());
+                let (live_n, idle) = live.as_ref().map_or((0, 0), |v| v.instance_counts());
+                let pids = live.as_ref().and_then(|v| v.activation().map(|a| a.pids())).unwrap_or_default();
                 let c = &r.counters;
                 let releases = r.releases.load(Ordering::Relaxed);
                 VersionInfo {
@@ -484,6 +596,7 @@ impl Rollout {
                     role: role(&r.hash),
                     in_flight: r.in_flight.load(Ordering::Relaxed),
                     released: r.released(),
+                    pids,
                     activations: r.activations.load(Ordering::Relaxed),
                     releases,
                     released_at: (releases > 0).then(|| r.last_released_ms.load(Ordering::Relaxed)),
@@ -561,7 +674,7 @@ impl Rollout {
                 *errors.entry(k).or_default() += n;
             }
             if let Some(v) = r.live() {
-                let (live, idle) = v.sandbox().instance_counts();
+                let (live, idle) = v.instance_counts();
                 t.live += live;
                 t.idle += idle;
             }
@@ -592,9 +705,33 @@ impl Routed<'_> {
 
     /// The version that handles the event for real.
     pub fn hash(&self) -> &str {
+        self.version().hash()
+    }
+
+    pub fn pick(&self) -> Route {
+        self.pick
+    }
+
+    pub fn version(&self) -> &Arc<Version> {
         match self.pick {
-            Route::Candidate => self.candidate().version.hash(),
-            Route::Current | Route::Shadow => self.table.current.hash(),
+            Route::Candidate => &self.candidate().version,
+            Route::Current | Route::Shadow => &self.table.current,
+        }
+    }
+
+    /// The candidate's watch, when the candidate handles this event or its shadow copy.
+    pub fn watch(&self) -> Option<&Arc<Watch>> {
+        match self.pick {
+            Route::Current => None,
+            Route::Candidate | Route::Shadow => self.candidate().watch.as_ref(),
+        }
+    }
+
+    /// For an event whose copy goes to a shadow candidate: the link and the candidate.
+    pub fn shadow(&self) -> Option<(&Arc<ShadowLink>, &Arc<Version>)> {
+        match (self.pick, &self.table.candidate) {
+            (Route::Shadow, Some(Candidate { mode: Mode::Shadow(link), version, .. })) => Some((link, version)),
+            _ => None,
         }
     }
 

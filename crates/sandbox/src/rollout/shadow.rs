@@ -50,10 +50,22 @@ fn digest(emits: &[Emit]) -> u64 {
     h.finish()
 }
 
-struct Copy {
-    envelope: Vec<u8>,
+/// What the current version did with an event, for comparing its shadow copy.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Expected {
     outcome: Kind,
     emits: u64,
+}
+
+impl Expected {
+    pub fn of(outcome: &Outcome, emits: &[Emit]) -> Expected {
+        Expected { outcome: kind(outcome), emits: digest(emits) }
+    }
+}
+
+struct Copy {
+    envelope: Vec<u8>,
+    expected: Expected,
 }
 
 /// How the candidate compared, as `info().shadow`.
@@ -83,12 +95,37 @@ pub struct ShadowInfo {
 
 /// The routing table's handle on a running shadow.
 pub(crate) struct ShadowLink {
-    tx: SyncSender<Copy>,
+    /// The shadow thread's queue; `None` for process-isolated candidates, whose copies the
+    /// dispatchers send to the candidate's helpers themselves (`detached`).
+    tx: Option<SyncSender<Copy>>,
     pub stats: Arc<ShadowStats>,
     pub active: Arc<AtomicBool>,
 }
 
 impl ShadowLink {
+    pub fn detached(stats: Arc<ShadowStats>) -> ShadowLink {
+        ShadowLink { tx: None, stats, active: Arc::new(AtomicBool::new(true)) }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Relaxed)
+    }
+
+    /// Counts a copy handed to a candidate's helper.
+    pub fn copied(&self) {
+        self.stats.copied.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a copy that was not run (the helper was full, or the shadow ended first).
+    pub fn skipped(&self) {
+        self.stats.skipped.fetch_add(1, Relaxed);
+    }
+
+    /// Compares the candidate's result for a copy with what the current version did.
+    pub fn compare(&self, expected: Expected, outcome: &Outcome, emits: &[Emit]) {
+        compare(&self.stats, expected, outcome, emits);
+    }
+
     /// Queues a copy of an event the current version just handled.
     pub fn offer(&self, envelope: &Envelope<'_>, current: &HandleResult) {
         if !self.active.load(Relaxed) {
@@ -98,13 +135,12 @@ impl ShadowLink {
             self.stats.skipped.fetch_add(1, Relaxed);
             return;
         };
-        let copy = Copy { envelope: bytes, outcome: kind(&current.outcome), emits: digest(&current.emits) };
+        let copy = Copy { envelope: bytes, expected: Expected::of(&current.outcome, &current.emits) };
         self.stats.copied.fetch_add(1, Relaxed);
-        match self.tx.try_send(copy) {
+        let Some(tx) = &self.tx else { return self.skipped() };
+        match tx.try_send(copy) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.skipped.fetch_add(1, Relaxed);
-            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.skipped(),
         }
     }
 }
@@ -139,7 +175,7 @@ pub(crate) fn start(
             super::release::on_event_path();
             run(rx, &candidate, &thread_stats, &thread_active, watch.as_ref(), &*trip)
         })?;
-    Ok((ShadowLink { tx, stats, active }, handle))
+    Ok((ShadowLink { tx: Some(tx), stats, active }, handle))
 }
 
 fn run(
@@ -158,18 +194,22 @@ fn run(
         // The event's own deadline belonged to the real delivery; the copy gets the
         // deployment's timeout.
         let r = candidate.run_encoded(&copy.envelope, None);
-        stats.compared.fetch_add(1, Relaxed);
-        if kind(&r.outcome) != copy.outcome {
-            stats.outcome_differs.fetch_add(1, Relaxed);
-        }
-        if digest(&r.emits) != copy.emits {
-            stats.emits_differ.fetch_add(1, Relaxed);
-        }
+        compare(stats, copy.expected, &r.outcome, &r.emits);
         if let Some(w) = watch {
             if let Some(verdict) = w.record(r.elapsed, r.outcome.error_kind().is_some()) {
                 trip(w, verdict);
             }
         }
+    }
+}
+
+fn compare(stats: &ShadowStats, expected: Expected, outcome: &Outcome, emits: &[Emit]) {
+    stats.compared.fetch_add(1, Relaxed);
+    if kind(outcome) != expected.outcome {
+        stats.outcome_differs.fetch_add(1, Relaxed);
+    }
+    if digest(emits) != expected.emits {
+        stats.emits_differ.fetch_add(1, Relaxed);
     }
 }
 

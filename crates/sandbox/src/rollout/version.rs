@@ -1,18 +1,41 @@
 //! Versions of one deployment. A `Version` is one activation of a module: a `Sandbox` with its
-//! instances. It lives as long as a routing table or an event in flight holds it; when the last
-//! holder lets go (the table was swapped and the last in-flight event finished), `Drop` releases
-//! its instances. What must outlive that — counters, in-flight count, release times — sits in the
+//! instances, or (`isolation: 'process'`) one helper process per dispatcher. It lives as long as
+//! a routing table or an event in flight holds it; when the last holder lets go (the table was
+//! swapped and the last in-flight event finished), `Drop` releases its instances or retires its
+//! helpers. What must outlive that — counters, in-flight count, release times — sits in the
 //! `HashRecord` of its hash, shared by every activation of the same bytes. A version dropped on
 //! a worker is torn down on the release thread (`release.rs`), not in front of the next event.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
+use crate::deployment::DeployError;
 use crate::envelope::Envelope;
 use crate::pool::{HandleResult, Sandbox, SandboxOptions};
 use crate::registry::HandlerModule;
+use crate::remote::{Activation, RemoteState};
 use crate::stats::Counters;
+
+/// What a hash is made of.
+#[derive(Clone)]
+pub(crate) enum Module {
+    /// Compiled in this process (`isolation: 'in-process'`).
+    Compiled(Arc<HandlerModule>),
+    /// Bytes that helper processes compile (`isolation: 'process'`): untrusted bytes never
+    /// reach Cranelift in this process.
+    Bytes { hash: String, bytes: Arc<[u8]> },
+}
+
+impl Module {
+    pub fn hash(&self) -> &str {
+        match self {
+            Module::Compiled(m) => m.hash(),
+            Module::Bytes { hash, .. } => hash,
+        }
+    }
+}
 
 use super::clock::unix_ms;
 use super::release;
@@ -20,7 +43,7 @@ use super::release;
 /// Everything a deployment remembers about one module hash.
 pub(crate) struct HashRecord {
     pub hash: String,
-    pub module: Arc<HandlerModule>,
+    pub module: Module,
     /// Outcomes, latency, instance counts of every activation of this hash.
     pub counters: Arc<Counters>,
     /// Events in the hands of an activation of this hash right now.
@@ -34,7 +57,7 @@ pub(crate) struct HashRecord {
 }
 
 impl HashRecord {
-    pub fn new(module: Arc<HandlerModule>) -> Arc<HashRecord> {
+    pub fn new(module: Module) -> Arc<HashRecord> {
         Arc::new(HashRecord {
             hash: module.hash().to_owned(),
             module,
@@ -47,21 +70,59 @@ impl HashRecord {
         })
     }
 
-    /// The live activation, or a new one (instances created and `sluice_init` run now, so a
-    /// module that cannot start is refused before any event is routed to it).
-    pub fn activate(self: &Arc<Self>, options: &SandboxOptions) -> Result<Arc<Version>, crate::SandboxError> {
+    /// The live activation, or a new one: instances created and `sluice_init` run now, or every
+    /// dispatcher's helper started with the module loaded, so a module that cannot start is
+    /// refused before any event is routed to it.
+    pub fn activate(
+        self: &Arc<Self>,
+        options: &SandboxOptions,
+        remote: Option<&Arc<RemoteState>>,
+    ) -> Result<Arc<Version>, DeployError> {
+        if let (Module::Bytes { bytes, .. }, Some(remote)) = (&self.module, remote) {
+            // Helpers take tens of milliseconds to start: not under the lock `info()` takes.
+            if let Some(v) = self.live() {
+                return Ok(v);
+            }
+            let activation = remote.activate(self, bytes)?;
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = live.upgrade() {
+                // Lost a race with another activation of this hash: close ours.
+                activation.retire();
+                return Ok(v);
+            }
+            return Ok(self.install(&mut live, Body::Remote(activation)));
+        }
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = live.upgrade() {
             return Ok(v);
         }
-        // Pool slots of versions still being released are free again before new ones are taken.
-        release::flush();
-        let sandbox = Sandbox::with_counters(self.module.clone(), options.clone(), self.counters.clone())?;
-        sandbox.prewarm()?;
-        let version = Arc::new(Version { record: self.clone(), sandbox: Some(sandbox) });
+        let body = match (&self.module, remote) {
+            (Module::Compiled(module), _) => {
+                // Pool slots of versions still being released are free again before new ones are taken.
+                release::flush();
+                let sandbox = Sandbox::with_counters(module.clone(), options.clone(), self.counters.clone())?;
+                sandbox.prewarm()?;
+                Body::Local(sandbox)
+            }
+            (Module::Bytes { .. }, _) => {
+                return Err(DeployError { code: "ERR_INVALID_ARG", message: "a module for helper processes needs a process-isolated deployment".into() })
+            }
+        };
+        Ok(self.install(&mut live, body))
+    }
+
+    /// A version over a body started elsewhere (a process-isolated deployment's first helpers,
+    /// started by its dispatchers).
+    pub fn adopt(self: &Arc<Self>, body: Body) -> Arc<Version> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        self.install(&mut live, body)
+    }
+
+    fn install(self: &Arc<Self>, live: &mut Weak<Version>, body: Body) -> Arc<Version> {
+        let version = Arc::new(Version { record: self.clone(), body: Some(body) });
         self.activations.fetch_add(1, Ordering::Relaxed);
         *live = Arc::downgrade(&version);
-        Ok(version)
+        version
     }
 
     /// The live activation's sandbox, if any (for instance counts).
@@ -75,11 +136,18 @@ impl HashRecord {
     }
 }
 
-/// One activation of a module: its instances.
+/// What runs one activation's events.
+pub(crate) enum Body {
+    Local(Sandbox),
+    /// One helper per dispatcher; the dispatchers own them and close them once retired.
+    Remote(Arc<Activation>),
+}
+
+/// One activation of a module: its instances or helpers.
 pub(crate) struct Version {
     pub record: Arc<HashRecord>,
     /// Taken out only by `Drop`.
-    sandbox: Option<Sandbox>,
+    body: Option<Body>,
 }
 
 impl Version {
@@ -87,8 +155,31 @@ impl Version {
         &self.record.hash
     }
 
+    fn body(&self) -> &Body {
+        self.body.as_ref().expect("a version has its body until dropped")
+    }
+
     pub fn sandbox(&self) -> &Sandbox {
-        self.sandbox.as_ref().expect("a version has its sandbox until dropped")
+        match self.body() {
+            Body::Local(s) => s,
+            Body::Remote(_) => unreachable!("helper-process versions are run by their dispatchers"),
+        }
+    }
+
+    /// The helpers of a process-isolated version.
+    pub fn activation(&self) -> Option<&Arc<Activation>> {
+        match self.body() {
+            Body::Local(_) => None,
+            Body::Remote(a) => Some(a),
+        }
+    }
+
+    /// Live and idle instances (helpers running, for a process-isolated version).
+    pub fn instance_counts(&self) -> (usize, usize) {
+        match self.body() {
+            Body::Local(s) => s.instance_counts(),
+            Body::Remote(a) => (a.live_helpers(), 0),
+        }
     }
 
     /// Runs one event, counted in flight while the guest has it.
@@ -102,19 +193,55 @@ impl Version {
         let _in_flight = InFlight::enter(&self.record.in_flight);
         self.sandbox().handle_encoded(envelope, deadline)
     }
+
+    /// Holds the version for an event handed to a helper: counted in flight (and the version
+    /// kept, with its helper) until the event's outcome is settled.
+    pub fn hold(self: &Arc<Self>) -> Held {
+        self.record.in_flight.fetch_add(1, Ordering::Relaxed);
+        Held(self.clone())
+    }
+}
+
+/// An event in a process-isolated version's hands (`Version::hold`).
+pub(crate) struct Held(Arc<Version>);
+
+impl Deref for Held {
+    type Target = Version;
+    fn deref(&self) -> &Version {
+        &self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.record.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Version {
     /// The sandbox (and with it every instance and its pool slot) goes with this activation —
-    /// on the release thread when the last holder was a worker.
+    /// on the release thread when the last holder was a worker. Helpers are retired: each
+    /// dispatcher closes its own, and the last one closed counts the release.
     fn drop(&mut self) {
-        let sandbox = self.sandbox.take();
-        let record = self.record.clone();
-        release::release(move || {
-            drop(sandbox);
-            record.last_released_ms.store(unix_ms(), Ordering::Relaxed);
-            record.releases.fetch_add(1, Ordering::Release);
-        });
+        match self.body.take() {
+            Some(Body::Local(sandbox)) => {
+                let record = self.record.clone();
+                release::release(move || {
+                    drop(sandbox);
+                    record.mark_released();
+                });
+            }
+            Some(Body::Remote(activation)) => activation.retire(),
+            None => {}
+        }
+    }
+}
+
+impl HashRecord {
+    /// One activation let go of everything it held.
+    pub fn mark_released(&self) {
+        self.last_released_ms.store(unix_ms(), Ordering::Relaxed);
+        self.releases.fetch_add(1, Ordering::Release);
     }
 }
 

@@ -1,0 +1,437 @@
+//! One dispatcher of a remote deployment: queues → routing table → the chosen version's helper
+//! → outcomes → emits. A dispatcher drives one helper per live version; each event is routed
+//! once, when it is handed to a helper, and settled when that helper's outcome comes back.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_core::{Bus, Delivered, Outcome as Verdict, Subscription};
+
+use crate::deployment::Shared;
+use crate::dispatch::{publish_emits, render_id};
+use crate::envelope::{encode_envelope, Envelope};
+use crate::error::{ErrorKind, SandboxError};
+use crate::pool::Outcome;
+use crate::record;
+use crate::rollout::{Expected, Held, Rollout, Route, ShadowLink, Version, Watch};
+use crate::stats::Counters;
+
+use super::{Activation, RemoteExecutor, RemoteOutcome, RemoteState};
+
+/// Events a dispatcher takes from the queues per visit.
+const BATCH: usize = 64;
+/// How long an idle dispatcher with nothing in flight spins before parking on the queues.
+const SPIN: Duration = Duration::from_micros(50);
+/// With helpers of several versions busy, how long to wait on each in turn.
+const SHARED_WAIT: Duration = Duration::from_micros(100);
+
+/// One helper this dispatcher drives: its activation's executor.
+pub(crate) struct Slot {
+    pub activation: Arc<Activation>,
+    pub exec: Box<dyn RemoteExecutor>,
+}
+
+/// What one dispatcher works with.
+pub(crate) struct Dispatcher<'a> {
+    pub bus: &'a Bus,
+    pub subs: &'a [Arc<Subscription>],
+    pub shared: &'a Shared,
+    pub rollout: &'a Rollout,
+    pub state: &'a RemoteState,
+    pub index: usize,
+    pub timeout: Duration,
+}
+
+/// An event handed to a version's helper.
+struct Taken {
+    delivery: Delivered,
+    sub: usize,
+    submitted: Instant,
+    /// Handler start as observers see it (`record.rs`).
+    run: record::Run,
+    /// The version, counted in flight until the outcome is settled.
+    held: Held,
+    /// The candidate's watch, when the candidate handles it.
+    watch: Option<Arc<Watch>>,
+    /// A copy goes to the shadow candidate once the current version's outcome is known.
+    shadow: Option<ShadowPlan>,
+}
+
+struct ShadowPlan {
+    link: Arc<ShadowLink>,
+    candidate: Arc<Version>,
+    watch: Option<Arc<Watch>>,
+    envelope: Vec<u8>,
+}
+
+/// A shadow copy in a candidate's helper: compared, then thrown away.
+struct CopyJob {
+    link: Arc<ShadowLink>,
+    held: Held,
+    watch: Option<Arc<Watch>>,
+    expected: Expected,
+    submitted: Instant,
+}
+
+enum Job {
+    Real(Taken),
+    Copy(CopyJob),
+}
+
+/// Runs until the deployment stops; `first` is the first version's helper.
+pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
+    // A version retired while this dispatcher held it is dropped off the event path.
+    crate::rollout::on_event_path();
+    let mut slots = vec![first];
+    let mut jobs: HashMap<u64, Job> = HashMap::new();
+    // Taken from the queues, not yet accepted by a helper (kept in order).
+    let mut waiting: VecDeque<(usize, Delivered)> = VecDeque::new();
+    let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
+    let mut done = Vec::new();
+    let mut id = String::new();
+    let mut encoded = Vec::new();
+    let mut token = 0u64;
+    let mut idle_since: Option<Instant> = None;
+    let mut info_at = Instant::now();
+    let mut retired_seen = 0;
+    d.update_info(&slots);
+    while !d.shared.stop.load(Ordering::Relaxed) {
+        let epoch = d.state.retired_epoch();
+        if epoch != retired_seen && d.close_retired(&mut slots) {
+            retired_seen = epoch;
+        }
+        let mut moved = 0;
+        if waiting.is_empty() {
+            for (i, sub) in d.subs.iter().enumerate() {
+                batch.clear();
+                moved += sub.take_deliveries(BATCH, &mut batch);
+                waiting.extend(batch.drain(..).map(|ev| (i, ev)));
+            }
+        }
+        let mut full = false;
+        while let Some((i, dl)) = waiting.front() {
+            let (sub, ev) = (&d.subs[*i], &dl.event);
+            // Tracked deliveries were checked by the core when taken; a late expiry reaches the
+            // helper, which answers ERR_TIMEOUT and the retry policy decides.
+            if dl.tag == 0 && ev.expired() {
+                sub.queue().return_expired(1);
+                waiting.pop_front();
+                continue;
+            }
+            if encoded.is_empty() {
+                render_id(sub, ev, &mut id);
+                let envelope = Envelope {
+                    id: &id,
+                    event_type: &ev.topic,
+                    source: &sub.origin().source,
+                    time_unix_nanos: (ev.time_ms as i64).saturating_mul(1_000_000),
+                    subject: ev.subject.as_deref(),
+                    traceparent: ev.traceparent.as_deref(),
+                    deadline_unix_nanos: ev.deadline.map(|d| (d.unix_ms as i64).saturating_mul(1_000_000)),
+                    data: &ev.data,
+                };
+                match encode_envelope(&envelope) {
+                    Ok(b) => encoded = b,
+                    Err(e) => {
+                        let (i, dl) = waiting.pop_front().unwrap();
+                        d.fail(i, dl, e.to_string());
+                        continue;
+                    }
+                }
+            }
+            // The routing table picks exactly one version for this event (by id, topic,
+            // labels), at the moment a helper takes it.
+            let routed = d.rollout.route_by(&id, &ev.topic);
+            let version = routed.version().clone();
+            let watch = routed.watch().cloned();
+            let shadow = routed.shadow().filter(|(link, _)| link.is_active()).map(|(l, c)| (l.clone(), c.clone()));
+            let candidate = routed.pick() == Route::Candidate;
+            drop(routed);
+            let Some(k) = d.slot_of(&mut slots, &version) else {
+                let (i, dl) = waiting.pop_front().unwrap();
+                encoded.clear();
+                d.fail(i, dl, format!("ERR_HELPER: no helper of {} on this dispatcher", version.hash()));
+                continue;
+            };
+            let copy = shadow.as_ref().map(|_| encoded.clone());
+            let deadline = ev.deadline.map(|d| d.at);
+            match slots[k].exec.submit(token + 1, std::mem::take(&mut encoded), deadline) {
+                Ok(()) => {
+                    token += 1;
+                    let (i, delivery) = waiting.pop_front().unwrap();
+                    let run = record::start(d.bus, &d.subs[i], &delivery.event, &d.shared.name, version.hash());
+                    let shadow = shadow.zip(copy).map(|((link, candidate), envelope)| ShadowPlan {
+                        link,
+                        candidate,
+                        watch: watch.clone(),
+                        envelope,
+                    });
+                    let watch = if candidate { watch } else { None };
+                    let held = version.hold();
+                    jobs.insert(token, Job::Real(Taken { delivery, sub: i, submitted: Instant::now(), run, held, watch, shadow }));
+                }
+                // Full: keep the event (and its encoding) for the next round; it is routed again then.
+                Err(env) => {
+                    encoded = env;
+                    full = true;
+                    break;
+                }
+            }
+        }
+        let wait = if full { Duration::from_millis(1) } else { Duration::ZERO };
+        poll_all(&mut slots, &mut done, wait);
+        for (t, outcome) in done.drain(..) {
+            moved += 1;
+            match jobs.remove(&t) {
+                Some(Job::Real(taken)) => {
+                    if let Some(copy) = d.settle(taken, outcome) {
+                        d.send_copy(&mut slots, &mut jobs, &mut token, copy);
+                    }
+                }
+                Some(Job::Copy(copy)) => d.compare(copy, outcome),
+                None => {}
+            }
+        }
+        if info_at.elapsed() > Duration::from_millis(20) {
+            d.update_info(&slots);
+            info_at = Instant::now();
+        }
+        if moved > 0 || full {
+            idle_since = None;
+            continue;
+        }
+        if slots.iter().any(|s| s.exec.in_flight() > 0) {
+            // Outcomes pending: wait for them on the executors (each sleeps on its own futex).
+            poll_all(&mut slots, &mut done, Duration::from_millis(1));
+            continue;
+        }
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        idle_since = None;
+        d.update_info(&slots);
+        d.shared.wakeup.park(d.subs, d.shared);
+    }
+    // Stopping: the handlers running now finish (bounded by the timeout) and their emits are
+    // published; events the helpers have not started are settled as failed below (counted).
+    for s in &mut slots {
+        s.exec.close();
+    }
+    let until = Instant::now() + d.timeout + Duration::from_secs(1);
+    while slots.iter().any(|s| s.exec.in_flight() > 0) && Instant::now() < until {
+        poll_all(&mut slots, &mut done, Duration::from_millis(10));
+        for (t, outcome) in done.drain(..) {
+            match jobs.remove(&t) {
+                Some(Job::Real(taken)) => {
+                    if let Some(copy) = d.settle(taken, outcome) {
+                        copy.plan.link.skipped();
+                    }
+                }
+                Some(Job::Copy(copy)) => d.compare(copy, outcome),
+                None => {}
+            }
+        }
+    }
+    let stopped = "the deployment stopped before the handler ran";
+    for (i, dl) in waiting.drain(..) {
+        d.fail(i, dl, stopped.into());
+    }
+    for (_, job) in jobs.drain() {
+        match job {
+            Job::Real(t) => {
+                if let Some(plan) = &t.shadow {
+                    plan.link.skipped();
+                }
+                d.fail(t.sub, t.delivery, stopped.into());
+            }
+            Job::Copy(c) => c.link.skipped(),
+        }
+    }
+    d.update_info(&slots);
+    // Every helper of this dispatcher is killed and reaped before the deployment's stop returns.
+    slots.extend(d.state.take_mail(d.index).into_iter().map(|(activation, exec)| Slot { activation, exec }));
+    for s in slots {
+        let last = s.exec.info();
+        drop(s.exec);
+        s.activation.closed(d.index, last);
+    }
+}
+
+/// Polls every helper with events in flight; with one busy helper waits up to `wait` on it.
+fn poll_all(slots: &mut [Slot], done: &mut Vec<(u64, RemoteOutcome)>, wait: Duration) {
+    let busy = slots.iter().filter(|s| s.exec.in_flight() > 0).count();
+    let wait = if busy > 1 { wait.min(SHARED_WAIT) } else { wait };
+    for s in slots.iter_mut().filter(|s| s.exec.in_flight() > 0) {
+        s.exec.poll(done, if done.is_empty() { wait } else { Duration::ZERO });
+    }
+}
+
+impl Dispatcher<'_> {
+    /// Settles an event that no helper ran, as failed (counted).
+    fn fail(&self, sub: usize, delivery: Delivered, reason: String) {
+        self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.subs[sub].settle(self.bus, delivery.tag, Verdict::Fail(reason));
+    }
+
+    fn update_info(&self, slots: &[Slot]) {
+        for s in slots {
+            s.activation.update(self.index, s.exec.info());
+        }
+    }
+
+    /// The slot of `version`'s helper on this dispatcher, taking posted helpers first if needed
+    /// (they are posted before the routing table names their version).
+    fn slot_of(&self, slots: &mut Vec<Slot>, version: &Version) -> Option<usize> {
+        let activation = version.activation()?;
+        let find = |slots: &[Slot]| slots.iter().position(|s| Arc::ptr_eq(&s.activation, activation));
+        if let Some(k) = find(slots) {
+            return Some(k);
+        }
+        slots.extend(self.state.take_mail(self.index).into_iter().map(|(activation, exec)| Slot { activation, exec }));
+        let k = find(slots)?;
+        slots[k].activation.update(self.index, slots[k].exec.info());
+        Some(k)
+    }
+
+    /// Closes the helpers of retired versions (their last event is settled: the version was
+    /// dropped). Returns false if one still had events in flight (looked at again later).
+    fn close_retired(&self, slots: &mut Vec<Slot>) -> bool {
+        slots.extend(self.state.take_mail(self.index).into_iter().map(|(activation, exec)| Slot { activation, exec }));
+        let mut all = true;
+        let mut k = 0;
+        while k < slots.len() {
+            let s = &slots[k];
+            if !s.activation.is_retired() {
+                k += 1;
+                continue;
+            }
+            if s.exec.in_flight() > 0 {
+                all = false;
+                k += 1;
+                continue;
+            }
+            let Slot { activation, exec } = slots.swap_remove(k);
+            let last = exec.info();
+            let index = self.index;
+            // Kill and reap off the event path.
+            crate::rollout::release_off_path(move || {
+                drop(exec);
+                activation.closed(index, last);
+            });
+        }
+        all
+    }
+
+    /// Counts one outcome on its version and reports the verdict to the subscription
+    /// (`docs/delivery.md`): ack publishes the emits; retry / reject / handler errors go to the
+    /// retry policy and dead letters; an event the supervisor gave up on (it kept killing its
+    /// helper) is rejected for good, and counted failed. Returns the shadow copy to send.
+    fn settle(&self, taken: Taken, outcome: RemoteOutcome) -> Option<CopyPlan> {
+        let Taken { delivery, sub, submitted, run, held, watch, shadow } = taken;
+        let sub = &self.subs[sub];
+        let c = &held.record.counters;
+        c.latency.record(submitted.elapsed());
+        let (observed, elapsed) = match &outcome {
+            RemoteOutcome::Done(result) => (result.outcome.clone(), result.elapsed),
+            RemoteOutcome::GaveUp(reason) => (Outcome::Error(SandboxError::new(ErrorKind::Trap, reason.clone())), submitted.elapsed()),
+        };
+        count(c, &observed);
+        if let Some(w) = &watch {
+            self.rollout.observe(w, elapsed, observed.error_kind().is_some());
+        }
+        let hash = held.hash();
+        let us = record::end(self.bus.recorder(), run, sub, &delivery.event, &self.shared.name, hash, &observed);
+        let why = record::outcome_name(&observed);
+        let module: Arc<str> = if self.bus.audit_gate().on() { hash.into() } else { Arc::from("") };
+        let mut copy = None;
+        let verdict = match outcome {
+            RemoteOutcome::Done(result) => {
+                c.emits_refused.fetch_add(u64::from(result.refused_emits), Ordering::Relaxed);
+                c.logs_dropped.fetch_add(u64::from(result.dropped_logs), Ordering::Relaxed);
+                copy = shadow.map(|plan| CopyPlan { expected: Expected::of(&result.outcome, &result.emits), plan });
+                match result.outcome {
+                    Outcome::Ack => {
+                        c.emits_accepted.fetch_add(result.emits.len() as u64, Ordering::Relaxed);
+                        publish_emits(self.bus, self.timeout, &delivery.event, result.emits, self.shared);
+                        Verdict::Ack
+                    }
+                    Outcome::Retry => Verdict::Retry("handler returned 1 (retry)".into()),
+                    Outcome::Reject => Verdict::Reject("handler returned 2 (reject)".into()),
+                    Outcome::Error(e) => Verdict::Fail(e.to_string()),
+                }
+            }
+            RemoteOutcome::GaveUp(reason) => {
+                if let Some(plan) = shadow {
+                    // Nothing to compare the candidate with.
+                    plan.link.skipped();
+                }
+                sub.queue().count_failed(1);
+                Verdict::Reject(reason)
+            }
+        };
+        // The event is out of the version's hands: it may be released now.
+        drop(held);
+        if verdict != Verdict::Ack {
+            self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let ran = record::Ran { name: &self.shared.name, hash: &module, outcome: why, duration_us: us };
+        record::settle(self.bus, sub, &delivery.event, delivery.tag, verdict, ran, &self.shared.stop);
+        copy
+    }
+
+    /// Hands a shadow copy to the candidate's helper on this dispatcher; never waits for room.
+    fn send_copy(&self, slots: &mut Vec<Slot>, jobs: &mut HashMap<u64, Job>, token: &mut u64, copy: CopyPlan) {
+        let CopyPlan { expected, plan: ShadowPlan { link, candidate, watch, envelope } } = copy;
+        link.copied();
+        if !link.is_active() {
+            return link.skipped();
+        }
+        let Some(k) = self.slot_of(slots, &candidate) else { return link.skipped() };
+        // The event's own deadline belonged to the real delivery; the copy gets the
+        // deployment's timeout.
+        match slots[k].exec.submit(*token + 1, envelope, None) {
+            Ok(()) => {
+                *token += 1;
+                let held = candidate.hold();
+                jobs.insert(*token, Job::Copy(CopyJob { link, held, watch, expected, submitted: Instant::now() }));
+            }
+            Err(_) => link.skipped(),
+        }
+    }
+
+    /// A shadow copy's outcome: counted on the candidate, compared, its emits thrown away.
+    fn compare(&self, copy: CopyJob, outcome: RemoteOutcome) {
+        let CopyJob { link, held, watch, expected, submitted } = copy;
+        let c = &held.record.counters;
+        c.latency.record(submitted.elapsed());
+        let (observed, emits, elapsed) = match outcome {
+            RemoteOutcome::Done(r) => (r.outcome, r.emits, r.elapsed),
+            RemoteOutcome::GaveUp(reason) => (Outcome::Error(SandboxError::new(ErrorKind::Trap, reason)), Vec::new(), submitted.elapsed()),
+        };
+        count(c, &observed);
+        link.compare(expected, &observed, &emits);
+        drop(held);
+        if let Some(w) = &watch {
+            self.rollout.observe(w, elapsed, observed.error_kind().is_some());
+        }
+    }
+}
+
+struct CopyPlan {
+    expected: Expected,
+    plan: ShadowPlan,
+}
+
+fn count(c: &Counters, outcome: &Outcome) {
+    let n = match outcome {
+        Outcome::Ack => &c.ack,
+        Outcome::Retry => &c.retry,
+        Outcome::Reject => &c.reject,
+        Outcome::Error(e) => &c.errors[e.kind().index()],
+    };
+    n.fetch_add(1, Ordering::Relaxed);
+}
