@@ -64,7 +64,7 @@ fn a_candidate_helper_killed_mid_canary_is_replaced_and_stop_reaps_every_version
     let first = dep.info().pids.clone();
     let rollout = RolloutSpec { traffic: Traffic { percent: 50.0, ..Default::default() }, ..Default::default() };
     let hash = dep.rollout(&second_version(), &rollout, Some("test")).unwrap();
-    let candidate = dep.info().versions.iter().find(|v| v.hash == hash).unwrap().pids.clone();
+    let candidate = dep.info().rollout.versions.iter().find(|v| v.hash == hash).unwrap().pids.clone();
     assert_eq!(candidate.len(), 2);
     assert!(candidate.iter().all(|p| !first.contains(p)), "the candidate runs in helpers of its own");
     publish(&bus, 0, 5_000);
@@ -72,17 +72,17 @@ fn a_candidate_helper_killed_mid_canary_is_replaced_and_stop_reaps_every_version
     publish(&bus, 5_000, 5_000);
     wait_for("10 000 outcomes", || dep.info().outcomes.ack == 10_000);
     let info = dep.info();
-    let v2 = info.versions.iter().find(|v| v.hash == hash).unwrap();
+    let v2 = info.rollout.versions.iter().find(|v| v.hash == hash).unwrap();
     assert!(v2.handled > 1_000 && v2.handled < 9_000, "about half the events: {}", v2.handled);
     // The supervisor replaced the killed helper on its dispatcher; the candidate stayed.
     wait_for("a replacement helper", || {
-        let pids = dep.info().versions.iter().find(|v| v.hash == hash).unwrap().pids.clone();
+        let pids = dep.info().rollout.versions.iter().find(|v| v.hash == hash).unwrap().pids.clone();
         pids.len() == 2 && !pids.contains(&candidate[0])
     });
-    assert_eq!(dep.info().candidate.as_ref().map(|c| c.hash.as_str()), Some(hash.as_str()));
+    assert_eq!(dep.info().rollout.candidate.as_ref().map(|c| c.hash.as_str()), Some(hash.as_str()));
     assert_eq!(info.subscriptions[0].queue.failed, 0);
     assert_eq!(out.queue().len(), 10_000, "one emit per event: nothing lost, nothing doubled");
-    let all: Vec<i32> = dep.info().versions.iter().flat_map(|v| v.pids.clone()).chain([candidate[0]]).collect();
+    let all: Vec<i32> = dep.info().rollout.versions.iter().flat_map(|v| v.pids.clone()).chain([candidate[0]]).collect();
     assert_eq!(all.len(), 5);
     deployments.stop_all();
     for pid in all {
@@ -99,9 +99,9 @@ fn a_candidate_its_helper_refuses_changes_nothing() {
     let err = dep.rollout(&wat::parse_str("(module)").unwrap(), &RolloutSpec::default(), None).unwrap_err();
     assert_eq!(err.code, "ERR_COMPILE", "{err}");
     let info = dep.info();
-    assert_eq!(info.versions.len(), 1);
-    assert!(info.candidate.is_none());
+    assert_eq!(info.rollout.versions.len(), 1);
+    assert!(info.rollout.candidate.is_none());
     assert_eq!(info.pids, pids);
-    assert_eq!(info.history.len(), 1);
+    assert_eq!(info.rollout.history.len(), 1);
     deployments.stop_all();
 }
