@@ -154,6 +154,13 @@ describe("rollout of isolation: 'process' deployments", () => {
   it('promote moves pids to the new helpers and ends the old ones; rollback restores an older hash in new helpers', async () => {
     const bus = new Bus();
     const { seen } = count(bus);
+    // Observers get every step (the audit trail) and, per event, the hash of the version that ran it.
+    const steps: { reason: string | null; detail: string | null }[] = [];
+    const ran: (string | null)[] = [];
+    bus.use({
+      rolloutStep: (r) => void steps.push({ reason: r.reason, detail: r.detail }),
+      handlerEnd: (r) => void (r.name === 'history' && ran.push(r.detail)),
+    });
     const [a, b, c] = await Promise.all([counter('count.a'), counter('count.b'), counter('count.c')]);
     const dep = await bus.deploy('history', a, isolated(1, { env: 'prod' }));
     const first = dep.info().pids;
@@ -187,6 +194,10 @@ describe("rollout of isolation: 'process' deployments", () => {
     expect(info.history.map((h) => h.action)).toEqual(['deploy', 'rollout', 'traffic', 'promote', 'rollout', 'promote', 'rollback', 'rollback']);
     expect(info.history[6]).toMatchObject({ hash: sha256(a), previous: sha256(c), actor: 'bob' });
     expect(info.lastRollback).toMatchObject({ automatic: false, hash: sha256(a), restored: sha256(c) });
+    expect(await until(() => steps.length === 8 && ran.length === 1)).toBe(true);
+    expect(steps.map((st) => st.reason)).toEqual(info.history.map((h) => h.action));
+    expect(JSON.parse(steps[6]!.detail!)).toMatchObject({ action: 'rollback', hash: sha256(a), actor: 'bob' });
+    expect(ran).toEqual([sha256(a)]);
     // Only hashes this deployment ran can be restored: helpers compile, this process never did.
     await expect(dep.rollback({ toHash: `sha256:${'0'.repeat(64)}` })).rejects.toMatchObject({ code: 'ERR_UNKNOWN_VERSION' });
     expect(await until(() => dep.info().versions.filter((v) => v.role === 'retired').every((v) => v.released && v.pids.length === 0))).toBe(true);
