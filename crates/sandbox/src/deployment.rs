@@ -396,6 +396,9 @@ impl Deployment {
         for w in workers {
             let _ = w.join();
         }
+        if let Some(remote) = &self.remote {
+            remote.stop();
+        }
         self.versions.stop();
     }
 

@@ -15,7 +15,7 @@ mod activation;
 mod dispatch;
 mod spawner;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,8 @@ pub(crate) struct RemoteState {
     retired: AtomicU64,
     /// To wake parked dispatchers (set once subscribed).
     shared: OnceLock<Arc<Shared>>,
+    /// The dispatchers are gone: helpers posted now are closed at once.
+    stopped: AtomicBool,
     me: Weak<RemoteState>,
 }
 
@@ -96,6 +98,7 @@ impl RemoteState {
             mailboxes: (0..dispatchers).map(|_| Mutex::new(Vec::new())).collect(),
             retired: AtomicU64::new(0),
             shared: OnceLock::new(),
+            stopped: AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -139,7 +142,29 @@ impl RemoteState {
         for (mailbox, exec) in self.mailboxes.iter().zip(started) {
             mailbox.lock().unwrap_or_else(|p| p.into_inner()).push((activation.clone(), exec));
         }
+        if self.stopped.load(Ordering::SeqCst) {
+            // The deployment stopped while these started: no dispatcher will take them.
+            self.close_mail();
+            return Err(DeployError { code: "ERR_CLOSED", message: "the deployment stopped".into() });
+        }
         Ok(activation)
+    }
+
+    /// After the dispatchers have exited: kills and reaps the helpers still in the mailboxes
+    /// (started for a version no dispatcher took yet), now and for any rollout still starting.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.close_mail();
+    }
+
+    fn close_mail(&self) {
+        for index in 0..self.dispatchers() {
+            for (activation, exec) in self.take_mail(index) {
+                let last = exec.info();
+                drop(exec);
+                activation.closed(index, last);
+            }
+        }
     }
 
     /// Executors posted to dispatcher `index`.
