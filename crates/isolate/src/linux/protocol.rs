@@ -220,8 +220,24 @@ pub fn decode_handle(payload: &[u8]) -> io::Result<(u64, Option<Duration>, &[u8]
     Ok((seq, (ms != u64::MAX).then(|| Duration::from_millis(ms)), env))
 }
 
-pub fn encode_outcome(seq: u64, r: &HandleResult) -> Vec<u8> {
-    let mut e = Enc::default();
+/// Bytes of a `HANDLE` payload for `envelope`.
+pub fn handle_len(envelope: &[u8]) -> usize {
+    20 + envelope.len()
+}
+
+/// Writes a `HANDLE` payload straight into `out` (exactly `handle_len` bytes: a ring slot),
+/// the same bytes as `encode_handle` without the intermediate buffer.
+pub fn write_handle(out: &mut [u8], seq: u64, deadline_ms: Option<u64>, envelope: &[u8]) {
+    out[..8].copy_from_slice(&seq.to_le_bytes());
+    out[8..16].copy_from_slice(&deadline_ms.unwrap_or(u64::MAX).to_le_bytes());
+    out[16..20].copy_from_slice(&(envelope.len() as u32).to_le_bytes());
+    out[20..].copy_from_slice(envelope);
+}
+
+/// `OUTCOME` into `out` (cleared first; reused by the helper so an outcome costs no allocation).
+pub fn encode_outcome(out: &mut Vec<u8>, seq: u64, r: &HandleResult) {
+    out.clear();
+    let mut e = Enc(std::mem::take(out));
     e.u64(seq);
     match &r.outcome {
         Outcome::Ack => e.u8(0).u8(0).bytes(b""),
@@ -241,7 +257,7 @@ pub fn encode_outcome(seq: u64, r: &HandleResult) -> Vec<u8> {
     for log in &r.logs {
         e.u8(log.level as u8).u8(log.truncated as u8).bytes(log.message.as_bytes());
     }
-    e.0
+    *out = e.0;
 }
 
 pub fn decode_outcome(payload: &[u8]) -> io::Result<(u64, HandleResult)> {
@@ -275,4 +291,20 @@ pub fn decode_outcome(payload: &[u8]) -> io::Result<(u64, HandleResult)> {
         logs.push(LogRecord { level, truncated, message: d.string()? });
     }
     Ok((seq, HandleResult { outcome, emits, refused_emits, logs, dropped_logs, elapsed }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_handle_matches_encode_handle() {
+        let env = b"envelope bytes";
+        let mut a = Vec::new();
+        encode_handle(&mut a, 7, Some(42), env);
+        let mut b = vec![0; handle_len(env)];
+        write_handle(&mut b, 7, Some(42), env);
+        assert_eq!(a, b);
+        assert_eq!(decode_handle(&b).unwrap(), (7, Some(Duration::from_millis(42)), &env[..]));
+    }
 }

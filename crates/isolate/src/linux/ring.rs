@@ -8,6 +8,14 @@
 //! The other side may be compromised: every position and length read from the mapping is
 //! checked before use, and payloads are copied out before anyone decodes them (the peer can
 //! still write while we read). A violation is `Corrupt`, and the caller kills the helper.
+//!
+//! Cost per record, which is what the throughput of an isolated deployment is made of: each
+//! side keeps its own position and the last position it saw of the peer in private memory
+//! (`Local`), so a push reads the consumer's `head` line only when the ring looks full and a
+//! pop reads the producer's `tail` line only when it looks empty (one cache-line transfer per
+//! batch, not per record). Pushing and popping do not wake the peer: the side that wrote calls
+//! `notify` / `notify_space` once per batch (a fence and one load; a futex wake only if the
+//! peer sleeps), and always before it waits itself.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -39,11 +47,23 @@ struct Header {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corrupt(pub String);
 
+/// One side's private view of a ring's positions: never in the shared mapping, so the peer
+/// cannot move them. The producer uses `tail` / `head_seen`, the consumer `head` / `tail_seen`
+/// (atomics only because one `Shm` may serve both ends in tests; all accesses are relaxed).
+#[derive(Default)]
+struct Local {
+    tail: AtomicU64,
+    head_seen: AtomicU64,
+    head: AtomicU64,
+    tail_seen: AtomicU64,
+}
+
 /// A shared mapping holding two rings: parent→helper requests and helper→parent completions.
 pub struct Shm {
     base: NonNull<u8>,
     len: usize,
     capacity: usize,
+    local: [Local; 2],
 }
 
 // SAFETY: the mapping is only accessed through atomics and bounds-checked copies.
@@ -86,7 +106,7 @@ impl Shm {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Shm { base: NonNull::new(p.cast()).unwrap(), len, capacity })
+        Ok(Shm { base: NonNull::new(p.cast()).unwrap(), len, capacity, local: Default::default() })
     }
 
     fn ring(&self, index: usize) -> Ring<'_> {
@@ -97,6 +117,7 @@ impl Shm {
                 header: &*(self.base.as_ptr().add(off) as *const Header),
                 data: self.base.as_ptr().add(off + HEADER),
                 capacity: self.capacity,
+                local: &self.local[index],
             }
         }
     }
@@ -154,6 +175,7 @@ pub struct Ring<'a> {
     header: &'a Header,
     data: *mut u8,
     capacity: usize,
+    local: &'a Local,
 }
 
 impl Ring<'_> {
@@ -162,13 +184,27 @@ impl Ring<'_> {
         self.capacity / 4
     }
 
-    fn positions(&self) -> Result<(u64, u64), Corrupt> {
+    /// Producer: the consumer's `head` from the mapping, checked against what we know: it
+    /// only grows, never passes our tail, and stays 8-aligned.
+    fn load_head(&self, tail: u64) -> Result<u64, Corrupt> {
+        let seen = self.local.head_seen.load(Ordering::Relaxed);
         let head = self.header.head.load(Ordering::Acquire);
-        let tail = self.header.tail.load(Ordering::Acquire);
-        if tail < head || tail - head > self.capacity as u64 || head % 8 != 0 || tail % 8 != 0 {
-            return Err(Corrupt(format!("ring positions head={head} tail={tail}")));
+        if head < seen || head > tail || head % 8 != 0 {
+            return Err(Corrupt(format!("ring head {head} (seen {seen}, tail {tail})")));
         }
-        Ok((head, tail))
+        self.local.head_seen.store(head, Ordering::Relaxed);
+        Ok(head)
+    }
+
+    /// Consumer: the producer's `tail` from the mapping, checked the same way.
+    fn load_tail(&self, head: u64) -> Result<u64, Corrupt> {
+        let seen = self.local.tail_seen.load(Ordering::Relaxed);
+        let tail = self.header.tail.load(Ordering::Acquire);
+        if tail < seen || tail < head || tail - head > self.capacity as u64 || tail % 8 != 0 {
+            return Err(Corrupt(format!("ring positions head={head} tail={tail} (seen {seen})")));
+        }
+        self.local.tail_seen.store(tail, Ordering::Relaxed);
+        Ok(tail)
     }
 
     fn write_u32(&self, pos: u64, v: u32) {
@@ -182,14 +218,15 @@ impl Ring<'_> {
     }
 
     /// Producer: appends a record of `len` bytes written by `fill`. `Ok(false)` when full.
+    /// Does not wake the consumer: call `notify` after the batch.
     pub fn try_push(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<bool, Corrupt> {
         assert!(len <= self.max_record());
-        let (head, tail) = self.positions()?;
+        let tail = self.local.tail.load(Ordering::Relaxed);
         let need = padded(len) as u64;
-        let free = self.capacity as u64 - (tail - head);
         let to_end = (self.capacity - (tail as usize & (self.capacity - 1))) as u64;
         let (start, skip) = if to_end < need { (tail + to_end, to_end) } else { (tail, 0) };
-        if free < need + skip {
+        let fits = |head: u64| self.capacity as u64 - (tail - head) >= need + skip;
+        if !fits(self.local.head_seen.load(Ordering::Relaxed)) && !fits(self.load_head(tail)?) {
             return Ok(false);
         }
         if skip > 0 {
@@ -203,20 +240,32 @@ impl Ring<'_> {
             fill(payload);
         }
         self.write_u32(start, len as u32);
+        self.local.tail.store(start + need, Ordering::Relaxed);
         self.header.tail.store(start + need, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Producer: wakes the consumer if it sleeps. Once after a batch of pushes, and before the
+    /// producer waits for anything (no lost wake-up: the consumer raises its flag before its
+    /// last emptiness check, we publish `tail` before looking at the flag).
+    pub fn notify(&self) {
         fence(Ordering::SeqCst);
         if self.header.consumer_sleeping.load(Ordering::Relaxed) != 0 {
             self.header.consumer_sleeping.store(0, Ordering::Relaxed);
             futex_wake(&self.header.consumer_sleeping);
         }
-        Ok(true)
     }
 
-    /// Consumer: copies the next record into `out`. `Ok(false)` when empty.
+    /// Consumer: copies the next record into `out`. `Ok(false)` when empty. Does not wake a
+    /// producer waiting for space: call `notify_space` after the batch.
     pub fn try_pop(&self, out: &mut Vec<u8>) -> Result<bool, Corrupt> {
-        let (mut head, tail) = self.positions()?;
+        let mut head = self.local.head.load(Ordering::Relaxed);
+        let mut tail = self.local.tail_seen.load(Ordering::Relaxed);
         if head == tail {
-            return Ok(false);
+            tail = self.load_tail(head)?;
+            if head == tail {
+                return Ok(false);
+            }
         }
         let mut len = self.read_u32(head);
         if len == WRAP {
@@ -235,13 +284,18 @@ impl Ring<'_> {
         out.clear();
         // SAFETY: bounds checked above; a copy, so the peer's later writes cannot change it.
         unsafe { out.extend_from_slice(std::slice::from_raw_parts(self.data.add(off + 8), len as usize)) };
+        self.local.head.store(head + need, Ordering::Relaxed);
         self.header.head.store(head + need, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Consumer: wakes the producer if it waits for space. Once after a batch of pops.
+    pub fn notify_space(&self) {
         fence(Ordering::SeqCst);
         if self.header.producer_sleeping.load(Ordering::Relaxed) != 0 {
             self.header.producer_sleeping.store(0, Ordering::Relaxed);
             futex_wake(&self.header.producer_sleeping);
         }
-        Ok(true)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -249,8 +303,10 @@ impl Ring<'_> {
     }
 
     /// Consumer: sleeps until a record arrives or `timeout` passes (no lost wake-up: the flag is
-    /// raised before the last emptiness check).
+    /// raised before the last emptiness check). Frees the producer first: it may be waiting
+    /// for the space we made.
     pub fn wait_nonempty(&self, timeout: Duration) {
+        self.notify_space();
         self.header.consumer_sleeping.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.is_empty() && !self.is_closed() {
@@ -259,8 +315,10 @@ impl Ring<'_> {
         self.header.consumer_sleeping.store(0, Ordering::Relaxed);
     }
 
-    /// Producer: sleeps until the consumer takes a record or `timeout` passes.
+    /// Producer: sleeps until the consumer takes a record or `timeout` passes. Wakes the
+    /// consumer first: what we pushed must not wait behind our own sleep.
     pub fn wait_space(&self, timeout: Duration) {
+        self.notify();
         let before = self.header.head.load(Ordering::Acquire);
         self.header.producer_sleeping.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -300,13 +358,20 @@ mod tests {
                 while !r.try_push(len_of(i), fill).unwrap() {
                     r.wait_space(Duration::from_millis(10));
                 }
+                if i % 16 == 0 {
+                    r.notify();
+                }
             }
+            r.notify();
         });
         let r = shm.requests();
         let mut out = Vec::new();
         for i in 0..20_000u32 {
             while !r.try_pop(&mut out).unwrap() {
                 r.wait_nonempty(Duration::from_millis(10));
+            }
+            if i % 16 == 0 {
+                r.notify_space();
             }
             assert_eq!(out.len(), len_of(i));
             assert_eq!(u32::from_le_bytes(out[..4].try_into().unwrap()), i);
@@ -339,5 +404,27 @@ mod tests {
         r.header.tail.store(16, Ordering::SeqCst);
         r.write_u32(0, 4000);
         assert!(r.try_pop(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_peer_moving_its_position_backwards_is_corrupt() {
+        let (shm, _fd) = Shm::create(4096).unwrap();
+        let r = shm.completions();
+        for _ in 0..4 {
+            assert!(r.try_push(1000, |b| b.fill(1)).unwrap());
+        }
+        let mut out = Vec::new();
+        assert!(r.try_pop(&mut out).unwrap());
+        assert!(r.try_push(1000, |b| b.fill(2)).unwrap(), "fits once the producer sees the new head");
+        // The consumer (the peer, for the producer) claims to have read less than it did.
+        r.header.head.store(0, Ordering::SeqCst);
+        assert!(r.try_push(1000, |b| b.fill(2)).is_err());
+        // And a producer that takes back a record the consumer has seen.
+        let (shm, _fd) = Shm::create(4096).unwrap();
+        let r = shm.requests();
+        assert!(r.try_push(8, |b| b.fill(3)).unwrap());
+        assert!(r.try_pop(&mut out).unwrap());
+        r.header.tail.store(0, Ordering::SeqCst);
+        assert!(r.try_pop(&mut out).is_err());
     }
 }

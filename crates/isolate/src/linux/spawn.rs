@@ -128,6 +128,8 @@ const DEATH_CHECK_EVERY: Duration = Duration::from_millis(1);
 /// is usually microseconds away, and a sleeping consumer costs the helper a futex wake per
 /// record and this thread a wake-up (tens of µs).
 const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
+/// Empty polls that spin before a waiting `poll` starts yielding the CPU instead.
+const SPIN_POLLS: u32 = 64;
 
 fn protocol_err(e: impl fmt::Display) -> IsolateError {
     IsolateError::Protocol(e.to_string())
@@ -292,28 +294,31 @@ impl Helper {
         }
         let seq = self.seq + 1;
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
-        protocol::encode_handle(&mut self.frame, seq, left, envelope);
         let ring = self.shm.requests();
-        let inline = self.frame.len() < ring.max_record();
+        let len = protocol::handle_len(envelope);
+        let inline = len < ring.max_record();
         if !inline && self.in_flight > 0 {
             return Ok(None);
         }
-        let frame = &self.frame;
+        // Inline: written straight into the ring slot (no intermediate frame).
         let pushed = if inline {
-            ring.try_push(frame.len() + 1, |b| {
+            ring.try_push(len + 1, |b| {
                 b[0] = record::INLINE;
-                b[1..].copy_from_slice(frame);
+                protocol::write_handle(&mut b[1..], seq, left, envelope);
             })
         } else {
             ring.try_push(1, |b| b[0] = record::ON_SOCKET)
         };
         match pushed {
-            Ok(true) => {}
+            Ok(true) => ring.notify(),
             Ok(false) => return Ok(None),
             Err(c) => return Err(self.corrupt(c)),
         }
-        if !inline && protocol::write_frame(&mut self.ctl, tag::HANDLE, &self.frame).is_err() {
-            return Err(self.death_error());
+        if !inline {
+            protocol::encode_handle(&mut self.frame, seq, left, envelope);
+            if protocol::write_frame(&mut self.ctl, tag::HANDLE, &self.frame).is_err() {
+                return Err(self.death_error());
+            }
         }
         self.seq = seq;
         self.in_flight += 1;
@@ -323,9 +328,14 @@ impl Helper {
     /// Collects completed outcomes `(seq, result)` into `out`, waiting up to `wait` for the
     /// first one. Outcomes the helper finished before dying are still delivered; after that,
     /// `Err(Died)` reports the death (the pidfd is checked whenever the ring is idle).
+    ///
+    /// Waiting: spins for `SPIN_POLLS` empty polls, then yields the CPU between polls until
+    /// `SPIN_BEFORE_PARK` has passed (on a 2-core machine the helper may need this core to
+    /// produce what we wait for), then sleeps on the ring's futex. The clock is read only once
+    /// the ring is found empty.
     pub fn poll(&mut self, out: &mut Vec<(u64, HandleResult)>, wait: Duration) -> Result<usize, IsolateError> {
-        let start = Instant::now();
-        let until = start + wait;
+        let mut start = None;
+        let mut empty_polls = 0u32;
         let mut got = 0;
         loop {
             match self.next_completion() {
@@ -338,9 +348,13 @@ impl Helper {
                 Err(e) => return Err(e),
             }
             if got > 0 {
+                // The helper may be waiting for the space we just made.
+                self.shm.completions().notify_space();
                 return Ok(got);
             }
             let now = Instant::now();
+            let start = *start.get_or_insert(now);
+            let until = start + wait;
             let parking = now < until && now.duration_since(start) >= SPIN_BEFORE_PARK;
             // The pidfd is looked at before sleeping, otherwise only every DEATH_CHECK_EVERY.
             let look = parking || now.duration_since(self.checked_at) >= DEATH_CHECK_EVERY;
@@ -358,7 +372,12 @@ impl Helper {
                 return Ok(0);
             }
             if !parking {
-                std::hint::spin_loop();
+                empty_polls += 1;
+                if empty_polls <= SPIN_POLLS {
+                    std::hint::spin_loop();
+                } else {
+                    unsafe { libc::sched_yield() };
+                }
                 continue;
             }
             // Short slices: the pidfd is looked at between them (death seen within ~10 ms).
@@ -433,6 +452,7 @@ impl Helper {
             b[1..5].copy_from_slice(&(probe as u32).to_le_bytes());
             b[5..13].copy_from_slice(&arg.to_le_bytes());
         });
+        self.shm.requests().notify();
         if !matches!(pushed, Ok(true)) {
             return Err(IsolateError::Protocol("request ring full".into()));
         }
