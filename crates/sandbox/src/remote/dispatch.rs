@@ -3,6 +3,7 @@
 //! once, when it is handed to a helper, and settled when that helper's outcome comes back.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,12 +81,33 @@ enum Job {
     Copy(CopyJob),
 }
 
+/// Jobs by token. Tokens are sequential, so a multiply spreads them well enough; the default
+/// SipHash showed up per event in profiles of the dispatcher.
+type Jobs = HashMap<u64, Job, BuildHasherDefault<TokenHash>>;
+
+#[derive(Default)]
+struct TokenHash(u64);
+
+impl Hasher for TokenHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Runs until the deployment stops; `first` is the first version's helper.
 pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
     // A version retired while this dispatcher held it is dropped off the event path.
     crate::rollout::on_event_path();
     let mut slots = vec![first];
-    let mut jobs: HashMap<u64, Job> = HashMap::new();
+    let mut jobs = Jobs::default();
     // Taken from the queues, not yet accepted by a helper (kept in order).
     let mut waiting: VecDeque<(usize, Delivered)> = VecDeque::new();
     let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
@@ -111,6 +133,9 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
             }
         }
         let mut full = false;
+        // One clock read per round of submissions: an event's handler latency counts from
+        // when its round was handed over (a round takes microseconds).
+        let mut now = None;
         while let Some((i, dl)) = waiting.front() {
             let (sub, ev) = (&d.subs[*i], &dl.event);
             // Tracked deliveries were checked by the core when taken; a late expiry reaches the
@@ -170,7 +195,8 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
                     });
                     let watch = if candidate { watch } else { None };
                     let held = version.hold();
-                    jobs.insert(token, Job::Real(Taken { delivery, sub: i, submitted: Instant::now(), run, held, watch, shadow }));
+                    let submitted = *now.get_or_insert_with(Instant::now);
+                    jobs.insert(token, Job::Real(Taken { delivery, sub: i, submitted, run, held, watch, shadow }));
                 }
                 // Full: keep the event (and its encoding) for the next round; it is routed again then.
                 Err(env) => {
@@ -384,7 +410,7 @@ impl Dispatcher<'_> {
     }
 
     /// Hands a shadow copy to the candidate's helper on this dispatcher; never waits for room.
-    fn send_copy(&self, slots: &mut Vec<Slot>, jobs: &mut HashMap<u64, Job>, token: &mut u64, copy: CopyPlan) {
+    fn send_copy(&self, slots: &mut Vec<Slot>, jobs: &mut Jobs, token: &mut u64, copy: CopyPlan) {
         let CopyPlan { expected, plan: ShadowPlan { link, candidate, watch, envelope } } = copy;
         link.copied();
         if !link.is_active() {
