@@ -108,7 +108,7 @@ fn main() {
     a.sort();
     b.sort();
     println!("latency in-process:    p50 {:>7.2} µs  p99 {:>7.2} µs", pct(&a, 0.5), pct(&a, 0.99));
-    println!("latency isolated:      p50 {:>7.2} µs  p99 {:>7.2} µs  (one event in flight; the helper spins 20k polls, then sleeps on a futex)", pct(&b, 0.5), pct(&b, 0.99));
+    println!("latency isolated:      p50 {:>7.2} µs  p99 {:>7.2} µs  (one event in flight; the helper spins, yields for 200 µs, then sleeps on a futex)", pct(&b, 0.5), pct(&b, 0.99));
 
     let pid = h.pid();
     println!(
