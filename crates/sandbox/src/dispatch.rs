@@ -67,6 +67,7 @@ pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscriptio
     // A version retired while this worker held it is torn down elsewhere, not before our next event.
     crate::rollout::on_event_path();
     let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
+    let mut verdicts: Vec<(u64, Settle)> = Vec::with_capacity(BATCH);
     let mut id = String::new();
     let mut idle_since: Option<Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -80,7 +81,12 @@ pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscriptio
             }
             got += n;
             for d in batch.drain(..) {
-                handle_one(bus, versions, sub, &d, shared, &mut id);
+                handle_one(bus, versions, sub, &d, shared, &mut id, &mut verdicts);
+            }
+            if !verdicts.is_empty() {
+                // One settle per batch, as for JS handlers: its acknowledgements are one
+                // journal record. Each event's emits were published before (journal order).
+                sub.settle_all(bus, verdicts.drain(..));
             }
         }
         if got > 0 {
@@ -125,7 +131,16 @@ fn push_decimal(out: &mut String, mut n: u64) {
     out.push_str(unsafe { std::str::from_utf8_unchecked(&digits[i..]) });
 }
 
-fn handle_one(bus: &Bus, versions: &Rollout, sub: &Arc<Subscription>, d: &Delivered, shared: &Shared, id: &mut String) {
+/// Runs one event; its verdict goes to `verdicts` (settled with the batch).
+fn handle_one(
+    bus: &Bus,
+    versions: &Rollout,
+    sub: &Arc<Subscription>,
+    d: &Delivered,
+    shared: &Shared,
+    id: &mut String,
+    verdicts: &mut Vec<(u64, Settle)>,
+) {
     let ev = &d.event;
     // Waiting behind earlier events of the batch may have outlived the event's Context.
     if ev.expired() {
@@ -156,7 +171,7 @@ fn handle_one(bus: &Bus, versions: &Rollout, sub: &Arc<Subscription>, d: &Delive
         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
     let ran = record::Ran { name: &shared.name, hash: &hash, outcome: record::outcome_name(&result.outcome), duration_us: us };
-    record::settle(bus, sub, ev, d.tag, verdict(result.outcome), ran, &shared.stop);
+    record::settle_later(bus, sub, ev, d.tag, verdict(result.outcome), ran, &shared.stop, verdicts);
 }
 
 /// Turns the guest's outcome into the core's settle verdict: status 0 ack, 1 retry, 2 reject

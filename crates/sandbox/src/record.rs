@@ -71,9 +71,32 @@ pub(crate) struct Ran<'a> {
 /// audit gate until its record is durable (`sluice_core::audit`). `stopping` lets a worker
 /// whose deployment stops go past a full gate.
 pub(crate) fn settle(bus: &Bus, sub: &Arc<Subscription>, ev: &Arc<Event>, tag: u64, verdict: Verdict, ran: Ran<'_>, stopping: &AtomicBool) {
+    let mut out = Vec::new();
+    settle_later(bus, sub, ev, tag, verdict, ran, stopping, &mut out);
+    if let Some((tag, verdict)) = out.pop() {
+        sub.settle(bus, tag, verdict);
+    }
+}
+
+/// Like `settle`, but a verdict that needs no audit record goes to `out`, for the caller to
+/// settle with the rest of its batch (`Subscription::settle_all`: one journal record for the
+/// batch's acknowledgements). An untracked subscription's ack needs no settle at all.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn settle_later(
+    bus: &Bus,
+    sub: &Arc<Subscription>,
+    ev: &Arc<Event>,
+    tag: u64,
+    verdict: Verdict,
+    ran: Ran<'_>,
+    stopping: &AtomicBool,
+    out: &mut Vec<(u64, Verdict)>,
+) {
     let gate = bus.audit_gate();
     if !gate.on() {
-        sub.settle(bus, tag, verdict);
+        if tag != 0 || verdict != Verdict::Ack {
+            out.push((tag, verdict));
+        }
         return;
     }
     let mut held = Held::new(sub, tag, verdict, ev);
