@@ -203,7 +203,7 @@ export interface JournalStats {
   acknowledged: number;
   /** Events durable subscriptions have not acknowledged (kept on disk for a later process). */
   unacknowledged: number;
-  /** Journal writes of `tryPublish` calls that failed after the call had returned. */
+  /** Journal writes of `tryPublish` calls (and WASM handlers' emits) that failed after the call had returned. */
   lostAfterReturn: number;
   /** What opening the journal found. */
   recovered: { events: number; unacknowledged: number; truncatedBytes: number; durationMs: number };

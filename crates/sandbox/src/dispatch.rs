@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use sluice_core::{Bus, Context, Delivered, Delivery, Encoding, Event, EventId, EventInit, Subscription};
+use sluice_core::{Bus, Context, Delivered, Delivery, Encoding, Event, EventId, EventInit, Published, Subscription};
 
 use crate::deployment::Shared;
 use crate::envelope::Envelope;
@@ -202,10 +202,19 @@ pub(crate) fn publish_emits(bus: &Bus, timeout: Duration, parent: &Event, emits:
             data: emit.data,
             ..Default::default()
         };
-        let outcome = bus.make_event(init, parent.ctx.as_ref()).and_then(|child| bus.publish_event(child, None));
+        let outcome = bus.make_event(init, parent.ctx.as_ref()).and_then(|child| bus.publish_event_ticketed(child, None));
         let ok = match outcome {
-            Ok(Delivery::Done { .. }) => true,
-            Ok(Delivery::Pending(p)) => {
+            // Appended; only its fsync is outstanding. Not waited for: the parent's
+            // acknowledgement follows this record in the journal, so a crash keeps both or
+            // redelivers the parent (which emits again). Waiting would cost this worker an
+            // fsync per emit. A write that fails later is counted by the journal
+            // (`lostAfterReturn`), as for `tryPublish`.
+            Ok(Published::Durable(seq)) => {
+                bus.count_if_lost(seq);
+                true
+            }
+            Ok(Published::Delivery(Delivery::Done { .. })) => true,
+            Ok(Published::Delivery(Delivery::Pending(p))) => {
                 // A full `block` queue may hold this worker at most the handler's own budget.
                 let wait = parent.ctx.clone().unwrap_or_else(Context::background).with_timeout(timeout);
                 p.bounded_by(wait).wait().is_ok()

@@ -106,7 +106,8 @@ pub struct DurableStats {
     /// Events durable subscriptions have not acknowledged (persisted; delivered again after a
     /// restart to a subscription of the same name).
     pub unacknowledged: u64,
-    /// Journal writes of `tryPublish` calls that failed after the call had returned.
+    /// Journal writes of `tryPublish` calls (and WASM handlers' emits) that failed after the
+    /// call had returned.
     pub lost_after_return: u64,
     pub recovered: RecoveredStats,
 }

@@ -159,6 +159,14 @@ impl Bus {
         self.durable.as_ref().and_then(|d| d.wait_for(first, last))
     }
 
+    /// For a publisher that does not wait for the fsync of journal record `seq` (a handler's
+    /// emits): a write that fails later is counted in `stats().journal.lostAfterReturn`.
+    pub fn count_if_lost(&self, seq: Seq) {
+        if let Some(d) = &self.durable {
+            d.count_if_lost(seq);
+        }
+    }
+
     fn pending_journaled(&self, ev: Arc<Event>, ctx: Option<&Context>, r: Routed) -> Result<Delivery> {
         let durable = match r.last {
             0 => None,
