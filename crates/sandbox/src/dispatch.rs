@@ -163,14 +163,16 @@ fn handle_one(
     let run = record::start(bus, sub, ev, &shared.name, version.hash());
     let result = version.run(&envelope, ev.deadline.map(|d| d.at));
     let us = record::end(bus.recorder(), run, sub, ev, &shared.name, version.hash(), &result.outcome);
-    let hash: Arc<str> = if bus.audit_gate().on() { version.hash().into() } else { Arc::from("") };
+    // The hash outlives the routed version only for an audit record; without an audit
+    // observer nothing is copied (this runs per event).
+    let hash: Option<Arc<str>> = bus.audit_gate().on().then(|| version.hash().into());
     drop(version);
     if matches!(result.outcome, Outcome::Ack) {
         publish_emits(bus, versions.timeout(), ev, result.emits, shared);
     } else {
         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
-    let ran = record::Ran { name: &shared.name, hash: &hash, outcome: record::outcome_name(&result.outcome), duration_us: us };
+    let ran = record::Ran { name: &shared.name, hash: hash.as_deref().unwrap_or(""), outcome: record::outcome_name(&result.outcome), duration_us: us };
     record::settle_later(bus, sub, ev, d.tag, verdict(result.outcome), ran, &shared.stop, verdicts);
 }
 

@@ -372,7 +372,8 @@ impl Dispatcher<'_> {
         let hash = held.hash();
         let us = record::end(self.bus.recorder(), run, sub, &delivery.event, &self.shared.name, hash, &observed);
         let why = record::outcome_name(&observed);
-        let module: Arc<str> = if self.bus.audit_gate().on() { hash.into() } else { Arc::from("") };
+        // Copied only for an audit record (`held` is released before the settle).
+        let module: Option<Arc<str>> = self.bus.audit_gate().on().then(|| hash.into());
         let mut copy = None;
         let verdict = match outcome {
             RemoteOutcome::Done(result) => {
@@ -404,7 +405,7 @@ impl Dispatcher<'_> {
         if verdict != Verdict::Ack {
             self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
-        let ran = record::Ran { name: &self.shared.name, hash: &module, outcome: why, duration_us: us };
+        let ran = record::Ran { name: &self.shared.name, hash: module.as_deref().unwrap_or(""), outcome: why, duration_us: us };
         record::settle(self.bus, sub, &delivery.event, delivery.tag, verdict, ran, &self.shared.stop);
         copy
     }
