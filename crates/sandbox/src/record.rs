@@ -67,20 +67,12 @@ pub(crate) struct Ran<'a> {
     pub duration_us: u64,
 }
 
-/// Settles a run's verdict, or, while an audit observer is attached, holds it in the bus's
-/// audit gate until its record is durable (`sluice_core::audit`). `stopping` lets a worker
-/// whose deployment stops go past a full gate.
-pub(crate) fn settle(bus: &Bus, sub: &Arc<Subscription>, ev: &Arc<Event>, tag: u64, verdict: Verdict, ran: Ran<'_>, stopping: &AtomicBool) {
-    let mut out = Vec::new();
-    settle_later(bus, sub, ev, tag, verdict, ran, stopping, &mut out);
-    if let Some((tag, verdict)) = out.pop() {
-        sub.settle(bus, tag, verdict);
-    }
-}
-
-/// Like `settle`, but a verdict that needs no audit record goes to `out`, for the caller to
-/// settle with the rest of its batch (`Subscription::settle_all`: one journal record for the
-/// batch's acknowledgements). An untracked subscription's ack needs no settle at all.
+/// Settles a run's verdict with the caller's batch, or, while an audit observer is attached,
+/// holds it in the bus's audit gate until its record is durable (`sluice_core::audit`). A
+/// verdict that needs no audit record goes to `out`, for the caller to settle with the rest of
+/// its batch (`Subscription::settle_all`: one journal record for the batch's
+/// acknowledgements); an untracked subscription's ack needs no settle at all. `stopping` lets
+/// a worker whose deployment stops go past a full gate.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn settle_later(
     bus: &Bus,

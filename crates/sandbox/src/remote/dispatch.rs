@@ -112,6 +112,8 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
     let mut waiting: VecDeque<(usize, Delivered)> = VecDeque::new();
     let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
     let mut done = Vec::new();
+    // Verdicts of a poll round per subscription, settled together (one journal record).
+    let mut verdicts: Vec<Vec<(u64, Verdict)>> = vec![Vec::new(); d.subs.len()];
     let mut id = String::new();
     let mut encoded = Vec::new();
     let mut token = 0u64;
@@ -212,7 +214,7 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
             moved += 1;
             match jobs.remove(&t) {
                 Some(Job::Real(taken)) => {
-                    if let Some(copy) = d.settle(taken, outcome) {
+                    if let Some(copy) = d.settle(taken, outcome, &mut verdicts) {
                         d.send_copy(&mut slots, &mut jobs, &mut token, copy);
                     }
                 }
@@ -220,6 +222,7 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
                 None => {}
             }
         }
+        d.settle_round(&mut verdicts);
         if info_at.elapsed() > Duration::from_millis(20) {
             d.update_info(&slots);
             info_at = Instant::now();
@@ -253,7 +256,7 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
         for (t, outcome) in done.drain(..) {
             match jobs.remove(&t) {
                 Some(Job::Real(taken)) => {
-                    if let Some(copy) = d.settle(taken, outcome) {
+                    if let Some(copy) = d.settle(taken, outcome, &mut verdicts) {
                         copy.plan.link.skipped();
                     }
                 }
@@ -261,6 +264,7 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
                 None => {}
             }
         }
+        d.settle_round(&mut verdicts);
     }
     let stopped = "the deployment stopped before the handler ran";
     for (i, dl) in waiting.drain(..) {
@@ -355,10 +359,12 @@ impl Dispatcher<'_> {
     /// Counts one outcome on its version and reports the verdict to the subscription
     /// (`docs/delivery.md`): ack publishes the emits; retry / reject / handler errors go to the
     /// retry policy and dead letters; an event the supervisor gave up on (it kept killing its
-    /// helper) is rejected for good, and counted failed. Returns the shadow copy to send.
-    fn settle(&self, taken: Taken, outcome: RemoteOutcome) -> Option<CopyPlan> {
-        let Taken { delivery, sub, submitted, run, held, watch, shadow } = taken;
-        let sub = &self.subs[sub];
+    /// helper) is rejected for good, and counted failed. The verdict goes to `verdicts` (its
+    /// subscription's list), settled with the round by `settle_round`; emits are published
+    /// here, before it (journal order). Returns the shadow copy to send.
+    fn settle(&self, taken: Taken, outcome: RemoteOutcome, verdicts: &mut [Vec<(u64, Verdict)>]) -> Option<CopyPlan> {
+        let Taken { delivery, sub: index, submitted, run, held, watch, shadow } = taken;
+        let sub = &self.subs[index];
         let c = &held.record.counters;
         c.latency.record(submitted.elapsed());
         let (observed, elapsed) = match &outcome {
@@ -406,8 +412,18 @@ impl Dispatcher<'_> {
             self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
         let ran = record::Ran { name: &self.shared.name, hash: module.as_deref().unwrap_or(""), outcome: why, duration_us: us };
-        record::settle(self.bus, sub, &delivery.event, delivery.tag, verdict, ran, &self.shared.stop);
+        record::settle_later(self.bus, sub, &delivery.event, delivery.tag, verdict, ran, &self.shared.stop, &mut verdicts[index]);
         copy
+    }
+
+    /// One settle per subscription for a poll round's verdicts, as in-process workers and JS
+    /// handlers do: its acknowledgements are one journal record.
+    fn settle_round(&self, verdicts: &mut [Vec<(u64, Verdict)>]) {
+        for (sub, v) in self.subs.iter().zip(verdicts.iter_mut()) {
+            if !v.is_empty() {
+                sub.settle_all(self.bus, v.drain(..));
+            }
+        }
     }
 
     /// Hands a shadow copy to the candidate's helper on this dispatcher; never waits for room.
