@@ -20,8 +20,6 @@ use sluice_core::Outcome as Settle;
 
 /// Events taken per queue visit. Small enough that a second worker gets work quickly.
 const BATCH: usize = 32;
-/// How long an idle worker spins before it parks.
-const SPIN: Duration = Duration::from_micros(50);
 /// A parked worker looks again this often even without a wake-up (defence in depth).
 const PARK: Duration = Duration::from_millis(100);
 
@@ -63,13 +61,42 @@ impl Wakeup {
     }
 }
 
+/// Spin-then-park for a worker that found nothing to do: it spins for a short while after
+/// its last work (more usually arrives within microseconds, and parking costs a wake-up on the
+/// publisher's side), then parks. Shared by in-process workers and remote dispatchers.
+pub(crate) struct IdleSpin(Option<Instant>);
+
+impl IdleSpin {
+    const SPIN: Duration = Duration::from_micros(50);
+
+    pub fn new() -> Self {
+        IdleSpin(None)
+    }
+
+    /// There was work: the next idle round spins again.
+    pub fn worked(&mut self) {
+        self.0 = None;
+    }
+
+    /// Spins once and returns `false` while the spin lasts; `true` once the caller should park.
+    pub fn should_park(&mut self) -> bool {
+        let since = *self.0.get_or_insert_with(Instant::now);
+        if since.elapsed() < Self::SPIN {
+            std::hint::spin_loop();
+            return false;
+        }
+        self.0 = None;
+        true
+    }
+}
+
 pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscription>], shared: &Shared) {
     // A version retired while this worker held it is torn down elsewhere, not before our next event.
     crate::rollout::on_event_path();
     let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
     let mut verdicts: Vec<(u64, Settle)> = Vec::with_capacity(BATCH);
     let mut id = String::new();
-    let mut idle_since: Option<Instant> = None;
+    let mut idle = IdleSpin::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut got = 0;
         for sub in subs {
@@ -90,16 +117,12 @@ pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscriptio
             }
         }
         if got > 0 {
-            idle_since = None;
+            idle.worked();
             continue;
         }
-        let since = *idle_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < SPIN {
-            std::hint::spin_loop();
-            continue;
+        if idle.should_park() {
+            shared.wakeup.park(subs, shared);
         }
-        idle_since = None;
-        shared.wakeup.park(subs, shared);
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sluice_core::{Bus, Delivered, Outcome as Verdict, Subscription};
 
 use crate::deployment::Shared;
-use crate::dispatch::{publish_emits, render_id};
+use crate::dispatch::{publish_emits, render_id, IdleSpin};
 use crate::envelope::{encode_envelope, Envelope};
 use crate::error::{ErrorKind, SandboxError};
 use crate::pool::Outcome;
@@ -23,8 +23,6 @@ use super::{Activation, RemoteExecutor, RemoteOutcome, RemoteState};
 
 /// Events a dispatcher takes from the queues per visit.
 const BATCH: usize = 64;
-/// How long an idle dispatcher with nothing in flight spins before parking on the queues.
-const SPIN: Duration = Duration::from_micros(50);
 /// With helpers of several versions busy, how long to wait on each in turn.
 const SHARED_WAIT: Duration = Duration::from_micros(100);
 
@@ -117,7 +115,8 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
     let mut id = String::new();
     let mut encoded = Vec::new();
     let mut token = 0u64;
-    let mut idle_since: Option<Instant> = None;
+    // With nothing in flight, spins a while before parking on the queues.
+    let mut idle = IdleSpin::new();
     let mut info_at = Instant::now();
     let mut retired_seen = 0;
     d.update_info(&slots);
@@ -228,7 +227,7 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
             info_at = Instant::now();
         }
         if moved > 0 || full {
-            idle_since = None;
+            idle.worked();
             continue;
         }
         if slots.iter().any(|s| s.exec.in_flight() > 0) {
@@ -236,14 +235,10 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
             poll_all(&mut slots, &mut done, Duration::from_millis(1));
             continue;
         }
-        let since = *idle_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < SPIN {
-            std::hint::spin_loop();
-            continue;
+        if idle.should_park() {
+            d.update_info(&slots);
+            d.shared.wakeup.park(d.subs, d.shared);
         }
-        idle_since = None;
-        d.update_info(&slots);
-        d.shared.wakeup.park(d.subs, d.shared);
     }
     // Stopping: the handlers running now finish (bounded by the timeout) and their emits are
     // published; events the helpers have not started are settled as failed below (counted).
