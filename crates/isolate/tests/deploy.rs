@@ -6,52 +6,18 @@ mod common;
 
 use std::fs;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::*;
-use sluice_core::{Bus, BusOptions, EventInit};
+use sluice_core::{Bus, BusOptions};
 use sluice_isolate::ProcessIsolation;
-use sluice_sandbox::{DeploySpec, Deployments, Isolation};
-
-fn spec(concurrency: usize) -> DeploySpec {
-    let factory = ProcessIsolation { helper: Some(helper_path().into()), degrade: false };
-    let mut sandbox = options();
-    sandbox.concurrency = concurrency;
-    DeploySpec {
-        topics: vec!["in.*".into()],
-        capacity: Some(100_000),
-        overflow: None,
-        delivery: Default::default(),
-        sandbox,
-        isolation: Isolation::Process { factory: Arc::new(factory), fallback: false },
-        labels: Default::default(),
-    }
-}
-
-fn publish(bus: &Bus, n: usize) {
-    for _ in 0..n {
-        let init = EventInit { topic: "in.a".into(), data: b"{}".to_vec(), ..Default::default() };
-        match bus.publish(init, None).unwrap() {
-            sluice_core::Delivery::Done { .. } => {}
-            sluice_core::Delivery::Pending(p) => p.wait().unwrap(),
-        }
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use sluice_sandbox::{Deployments, Isolation};
 
 #[test]
 fn a_process_isolated_deployment_runs_events_in_locked_down_helpers() {
     let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
     let deployments = Deployments::new(bus.clone());
     let out = bus.subscribe("out.*", bus.subscribe_options()).unwrap();
-    let dep = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &spec(2)).unwrap();
+    let dep = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &process_spec(2)).unwrap();
     let info = dep.info();
     assert_eq!((info.isolation, info.sandbox_level), ("process", "wasm+ns+seccomp"));
     assert_eq!(info.pids.len(), 2);
@@ -60,7 +26,7 @@ fn a_process_isolated_deployment_runs_events_in_locked_down_helpers() {
         assert!(status.contains("Seccomp:\t2"), "{status}");
         assert_ne!(fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(), fs::read_link("/proc/self/ns/net").unwrap());
     }
-    publish(&bus, 1000);
+    publish(&bus, 0, 1000);
     wait_for("1000 emits", || out.queue().len() == 1000);
     let mut got = Vec::new();
     out.take(2000, &mut got);
@@ -82,11 +48,11 @@ fn a_killed_helper_is_replaced_and_its_events_redelivered() {
     let mut big = bus.subscribe_options();
     big.capacity = 100_000;
     let out = bus.subscribe("out.*", big).unwrap();
-    let dep = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &spec(1)).unwrap();
+    let dep = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &process_spec(1)).unwrap();
     let first = dep.info().pids[0];
-    publish(&bus, 20_000);
+    publish(&bus, 0, 20_000);
     unsafe { libc::kill(first, libc::SIGKILL) };
-    publish(&bus, 20_000);
+    publish(&bus, 20_000, 20_000);
     wait_for("40 000 outcomes", || dep.info().outcomes.ack == 40_000);
     wait_for("a new helper in info", || dep.info().pids.first().is_some_and(|p| *p != first));
     let info = dep.info();
@@ -102,9 +68,9 @@ fn stopping_publishes_emits_of_finished_handlers_and_counts_the_events_never_sta
     let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
     let deployments = Deployments::new(bus.clone());
     let out = bus.subscribe("out.*", bus.subscribe_options()).unwrap();
-    let dep = deployments.deploy("iso", &wat::parse_str(SLOW_EMITTER).unwrap(), &spec(1)).unwrap();
+    let dep = deployments.deploy("iso", &wat::parse_str(SLOW_EMITTER).unwrap(), &process_spec(1)).unwrap();
     let pid = dep.info().pids[0];
-    publish(&bus, 300);
+    publish(&bus, 0, 300);
     wait_for("a few outcomes", || dep.info().outcomes.ack >= 5);
     assert!(deployments.undeploy("iso"));
     let info = dep.info();
@@ -127,14 +93,14 @@ fn stopping_publishes_emits_of_finished_handlers_and_counts_the_events_never_sta
 fn process_isolation_without_a_helper_binary_is_refused_not_downgraded() {
     let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
     let deployments = Deployments::new(bus.clone());
-    let mut s = spec(1);
+    let mut s = process_spec(1);
     let missing = ProcessIsolation { helper: Some("/nonexistent/sluice-helper".into()), degrade: false };
     s.isolation = Isolation::Process { factory: Arc::new(missing.clone()), fallback: false };
     let err = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &s).unwrap_err();
     assert_eq!(err.code, "ERR_ISOLATION_UNAVAILABLE", "{err}");
-    publish(&bus, 1);
+    publish(&bus, 0, 1);
     assert_eq!(bus.stats().unrouted, 1, "nothing subscribed");
     // A module refused inside the helper keeps the sandbox's code.
-    let err = deployments.deploy("bad", &wat::parse_str("(module)").unwrap(), &spec(1)).unwrap_err();
+    let err = deployments.deploy("bad", &wat::parse_str("(module)").unwrap(), &process_spec(1)).unwrap_err();
     assert_eq!(err.code, "ERR_COMPILE", "{err}");
 }

@@ -5,43 +5,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::*;
-use sluice_core::{Bus, BusOptions, EventInit};
-use sluice_isolate::ProcessIsolation;
-use sluice_sandbox::{DeploySpec, Deployments, Isolation, RolloutSpec, Traffic};
-
-fn spec(concurrency: usize) -> DeploySpec {
-    let factory = ProcessIsolation { helper: Some(helper_path().into()), degrade: false };
-    let mut sandbox = options();
-    sandbox.concurrency = concurrency;
-    DeploySpec {
-        topics: vec!["in.*".into()],
-        capacity: Some(100_000),
-        sandbox,
-        isolation: Isolation::Process { factory: Arc::new(factory), fallback: false },
-        ..Default::default()
-    }
-}
-
-fn publish(bus: &Bus, from: usize, n: usize) {
-    for i in from..from + n {
-        let init = EventInit { topic: "in.a".into(), id: Some(format!("e{i}")), data: b"{}".to_vec(), ..Default::default() };
-        match bus.publish(init, None).unwrap() {
-            sluice_core::Delivery::Done { .. } => {}
-            sluice_core::Delivery::Pending(p) => p.wait().unwrap(),
-        }
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use sluice_core::{Bus, BusOptions};
+use sluice_sandbox::{Deployments, RolloutSpec, Traffic};
 
 /// `EMITTER` with other bytes (another hash), emitting on `out.y`.
 fn second_version() -> Vec<u8> {
@@ -60,7 +27,7 @@ fn a_candidate_helper_killed_mid_canary_is_replaced_and_stop_reaps_every_version
     let mut big = bus.subscribe_options();
     big.capacity = 100_000;
     let out = bus.subscribe("out.*", big).unwrap();
-    let dep = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &spec(2)).unwrap();
+    let dep = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &process_spec(2)).unwrap();
     let first = dep.info().pids.clone();
     let rollout = RolloutSpec { traffic: Traffic { percent: 50.0, ..Default::default() }, ..Default::default() };
     let hash = dep.rollout(&second_version(), &rollout, Some("test")).unwrap();
@@ -94,7 +61,7 @@ fn a_candidate_helper_killed_mid_canary_is_replaced_and_stop_reaps_every_version
 fn a_candidate_its_helper_refuses_changes_nothing() {
     let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
     let deployments = Deployments::new(bus.clone());
-    let dep = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &spec(2)).unwrap();
+    let dep = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &process_spec(2)).unwrap();
     let pids = dep.info().pids.clone();
     let err = dep.rollout(&wat::parse_str("(module)").unwrap(), &RolloutSpec::default(), None).unwrap_err();
     assert_eq!(err.code, "ERR_COMPILE", "{err}");

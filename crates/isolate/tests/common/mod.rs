@@ -2,8 +2,12 @@
 //! process (the `sluice-helper` binary Cargo built for this test run).
 #![allow(dead_code)]
 
-use sluice_isolate::{Helper, HelperOptions, IsolateError};
-use sluice_sandbox::{encode_envelope, Envelope, Limits, SandboxOptions};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_core::{Bus, Delivery, EventInit};
+use sluice_isolate::{Helper, HelperOptions, IsolateError, ProcessIsolation};
+use sluice_sandbox::{encode_envelope, DeploySpec, Envelope, Isolation, Limits, SandboxOptions};
 
 /// Acks every event and emits `{"ok":true}` on `out.x`.
 pub const EMITTER: &str = r#"(module
@@ -95,4 +99,38 @@ pub fn envelope(id: &str, data: &[u8]) -> Vec<u8> {
         data,
     })
     .unwrap()
+}
+
+/// A deployment on `in.*` whose `concurrency` helpers are started by this test run's helper
+/// binary (never downgraded), with room for 100 000 queued events.
+pub fn process_spec(concurrency: usize) -> DeploySpec {
+    let factory = ProcessIsolation { helper: Some(helper_path().into()), degrade: false };
+    let mut sandbox = options();
+    sandbox.concurrency = concurrency;
+    DeploySpec {
+        topics: vec!["in.*".into()],
+        capacity: Some(100_000),
+        sandbox,
+        isolation: Isolation::Process { factory: Arc::new(factory), fallback: false },
+        ..Default::default()
+    }
+}
+
+/// Publishes `n` events `{}` on `in.a` with ids `e{from}`…, waiting while a queue is full.
+pub fn publish(bus: &Bus, from: usize, n: usize) {
+    for i in from..from + n {
+        let init = EventInit { topic: "in.a".into(), id: Some(format!("e{i}")), data: b"{}".to_vec(), ..Default::default() };
+        if let Delivery::Pending(p) = bus.publish(init, None).unwrap() {
+            p.wait().unwrap();
+        }
+    }
+}
+
+/// Polls `cond` every 2 ms for up to 30 s.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
