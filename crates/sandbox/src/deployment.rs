@@ -250,7 +250,7 @@ impl Deployment {
             let spawned = thread::Builder::new().name(format!("sluice-helper-{name}-{i}")).spawn(move || {
                 let exec = match state.factory().start(&module, state.options()) {
                     Ok(e) => {
-                        let _ = ready.send(Ok(e.info()));
+                        let _ = ready.send(Ok((i, e.info())));
                         e
                     }
                     Err(e) => {
@@ -280,10 +280,11 @@ impl Deployment {
         }
         drop(ready_tx);
         let mut first_error = None;
-        let mut infos = Vec::with_capacity(n);
+        // By dispatcher index: the dispatchers report in whatever order their helpers start.
+        let mut infos = vec![RemoteInfo::default(); n];
         for _ in 0..n {
             match ready_rx.recv() {
-                Ok(Ok(info)) => infos.push(info),
+                Ok(Ok((i, info))) => infos[i] = info,
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
