@@ -9,12 +9,11 @@
  * handled) = 0, unexpected (handled, never published) = 0; duplicates are allowed and reported.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { echoGuest } from './helpers.js';
+import { echoGuest, runLoggedChild } from './helpers.js';
 
 const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 const ROUNDS = 6;
@@ -60,39 +59,8 @@ if (publish === '1') {
 let runs = 0;
 
 /** Runs a child; SIGKILLs it `killAfterReadyMs` after it logged `ready` (null: let it end). */
-function run(args: string[], killAfterReadyMs: number | null): Promise<string[]> {
-  const logPath = join(root, `child-${runs++}.log`);
-  const lines = () => {
-    try {
-      return readFileSync(logPath, 'utf8').split('\n').filter(Boolean);
-    } catch {
-      return [];
-    }
-  };
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--input-type=module', '-e', child, ...args, guestPath, logPath], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let err = '';
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    let armed = false;
-    const started = Date.now();
-    const poll = setInterval(() => {
-      if (!armed && killAfterReadyMs !== null && lines().includes('ready')) {
-        armed = true;
-        setTimeout(() => p.kill('SIGKILL'), killAfterReadyMs);
-      }
-      if (Date.now() - started > 20_000) p.kill('SIGKILL');
-    }, 5);
-    p.on('error', reject);
-    p.on('close', (code, signal) => {
-      clearInterval(poll);
-      const killed = signal === 'SIGKILL' && armed;
-      if (killAfterReadyMs !== null ? !killed : code !== 0) reject(new Error(`child ended (${code}, ${signal}): ${err} ${lines().filter((l) => !l.startsWith('d ') && !l.startsWith('ok ')).join(' | ')}`));
-      else resolve(lines());
-    });
-  });
-}
+const run = (args: string[], killAfterReadyMs: number | null) =>
+  runLoggedChild(child, [...args, guestPath], join(root, `child-${runs++}.log`), killAfterReadyMs);
 
 /** A small seeded PRNG, so a failing run can be replayed with SLUICE_CRASH_SEED. */
 function prng(seed: number) {

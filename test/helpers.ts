@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import wabtInit from 'wabt';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -47,4 +49,45 @@ export function echoGuest(topic: string, status = 0): Promise<Uint8Array> {
       (then (drop (call $emit (i32.const 0) (i32.const ${topic.length}) (local.get $off)
                               (i32.load offset=52 (local.get $p))))))
     (i32.const ${status})))`);
+}
+
+/**
+ * Runs `script` (ES module text) in a child `node` with `args` and, last, `logPath`, and
+ * resolves with the lines of that log. A child writes each line with one write(2) to the
+ * regular file, so a line is whole or absent after SIGKILL. With `killAfterReadyMs` set the
+ * child is SIGKILLed that long after it logged `ready` (or `ready …`) and must end by that
+ * kill; with `null` it must exit 0. Either way it is killed after 20 s.
+ */
+export function runLoggedChild(script: string, args: (string | number)[], logPath: string, killAfterReadyMs: number | null): Promise<string[]> {
+  const lines = () => {
+    try {
+      return readFileSync(logPath, 'utf8').split('\n').filter(Boolean);
+    } catch {
+      return [];
+    }
+  };
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--input-type=module', '-e', script, ...args.map(String), logPath], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    let armed = false;
+    const started = Date.now();
+    const poll = setInterval(() => {
+      if (!armed && killAfterReadyMs !== null && lines().some((l) => l === 'ready' || l.startsWith('ready '))) {
+        armed = true;
+        setTimeout(() => p.kill('SIGKILL'), killAfterReadyMs);
+      }
+      if (Date.now() - started > 20_000) p.kill('SIGKILL');
+    }, 5);
+    p.on('error', reject);
+    p.on('close', (code, signal) => {
+      clearInterval(poll);
+      const ok = killAfterReadyMs !== null ? signal === 'SIGKILL' && armed : code === 0;
+      if (ok) return resolve(lines());
+      const notes = lines().filter((l) => !l.startsWith('d ') && !l.startsWith('ok '));
+      reject(new Error(`child ended (${code}, ${signal}): ${err} ${notes.join(' | ')}`));
+    });
+  });
 }

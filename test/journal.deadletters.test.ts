@@ -6,13 +6,12 @@
  * restart.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bus } from '../src/index.js';
-import { until } from './helpers.js';
+import { runLoggedChild, until } from './helpers.js';
 
 const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'sluice-deadletters-'));
@@ -60,38 +59,8 @@ if (count > 0) {
 `;
 
 /** Runs the child until it logs `ready`, then SIGKILLs it `killAfterMs` later. */
-function runChild(args: (string | number)[], killAfterMs: number): Promise<string[]> {
-  const logPath = join(root, `child-${runs++}.log`);
-  const lines = () => {
-    try {
-      return readFileSync(logPath, 'utf8').split('\n').filter(Boolean);
-    } catch {
-      return [];
-    }
-  };
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--input-type=module', '-e', child, ...args.map(String), logPath], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let err = '';
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    let killing = false;
-    const started = Date.now();
-    const poll = setInterval(() => {
-      if (!killing && lines().some((l) => l.startsWith('ready'))) {
-        killing = true;
-        setTimeout(() => p.kill('SIGKILL'), killAfterMs);
-      }
-      if (Date.now() - started > 20_000) p.kill('SIGKILL');
-    }, 5);
-    p.on('error', reject);
-    p.on('close', (_code, signal) => {
-      clearInterval(poll);
-      if (signal !== 'SIGKILL' || !killing) reject(new Error(`child ended (${signal}) before the kill: ${err}`));
-      else resolve(lines());
-    });
-  });
-}
+const runChild = (args: (string | number)[], killAfterMs: number) =>
+  runLoggedChild(child, args, join(root, `child-${runs++}.log`), killAfterMs);
 
 describe('dead letters on a journal survive SIGKILL', () => {
   it('a reopened bus replays every dead letter of the killed process once, and not after another restart', async () => {
