@@ -1,35 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Bus, RolloutError, SandboxError, type Deployment } from '../src/index.js';
-import { echoGuest, sleep, until, wat } from './helpers.js';
-
-const fixture = (name: string) =>
-  readFileSync(fileURLToPath(new URL(`../crates/sandbox/tests/fixtures/${name}.wat`, import.meta.url)), 'utf8');
-
-/** A handler that acks every event after emitting the event's data on `topic` (its version). */
-const counter = (topic: string) => echoGuest(topic);
-
-const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-/** Counts what the versions emitted, by number and by version topic, in arrival order. */
-function count(bus: Bus) {
-  const seen: { topic: string; n: number }[] = [];
-  bus.subscribe('count.*', (e) => void seen.push({ topic: e.type, n: e.data as number }), { capacity: 1 << 16 });
-  const on = (topic: string) => seen.filter((s) => s.topic === topic).length;
-  return { seen, on };
-}
-
-const deployOptions = (concurrency: number, labels?: Record<string, string>) => ({
-  topics: ['in.*'],
-  emits: ['count.*'],
-  concurrency,
-  capacity: 1 << 16,
-  overflow: 'block' as const,
-  limits: { timeoutMs: 5000 },
-  labels,
-});
+import { Bus, RolloutError, SandboxError } from '../src/index.js';
+import { until, wat } from './helpers.js';
+import { count, counter, deployOptions, expectEachOnceInKeyOrder, fixture, flipUnderLoad, sha256 } from './rollout-harness.js';
 
 describe('rollout of WASM handler versions', () => {
   it('flips versions 100+ times under load: every event handled exactly once, per-key order kept', async () => {
@@ -37,48 +9,8 @@ describe('rollout of WASM handler versions', () => {
     const { seen, on } = count(bus);
     const [a, b, c] = await Promise.all([counter('count.a'), counter('count.b'), counter('count.c')]);
     const dep = await bus.deploy('flip', a, deployOptions(1));
-    // At least this many events; the publisher keeps going until the flips are done, so every
-    // version serves events however fast or slow this machine runs either loop.
-    const atLeast = 6000;
-    let published = 0;
-    let flipping = true;
-    const publisher = (async () => {
-      for (; published < atLeast || flipping; published++) {
-        await bus.publish('in.x', published);
-        if (published % 50 === 0) await new Promise((r) => setImmediate(r));
-      }
-    })();
-    let flips = 0;
-    const steps: ((d: Deployment) => Promise<unknown>)[] = [
-      (d) => d.rollout(d.hash === sha256(a) ? b : a, { percent: 5, autoRollback: false, actor: 'ci' }),
-      (d) => d.setTraffic({ percent: 50, actor: 'ci' }),
-      (d) => d.promote({ actor: 'ci' }),
-      (d) => d.rollout(c, { percent: 100, actor: 'ci' }),
-      (d) => d.rollback({ actor: 'ci' }),
-      (d) => d.rollback({ toHash: d.hash === sha256(a) ? sha256(b) : sha256(a), actor: 'ci' }),
-    ];
-    // Ends after a whole cycle, with no candidate left.
-    while (published < atLeast || flips < 120 || flips % steps.length !== 0) {
-      await steps[flips % steps.length]!(dep);
-      flips++;
-      // Let a few events through after every step, so every version gets events.
-      const before = seen.length;
-      await until(() => seen.length >= before + 3, 5000);
-      await sleep(1);
-    }
-    flipping = false;
-    await publisher;
-    const total = published;
-    expect(await until(() => seen.length >= total, 20_000)).toBe(true);
-    expect(seen.length).toBe(total);
-    const times = new Array<number>(total).fill(0);
-    for (const s of seen) times[s.n]!++;
-    expect(times.every((t) => t === 1)).toBe(true);
-    expect(on('count.a') > 0 && on('count.b') > 0 && on('count.c') > 0).toBe(true);
-    for (let key = 0; key < 8; key++) {
-      const seq = seen.map((s) => s.n).filter((n) => n % 8 === key);
-      expect(seq.every((n, i) => i === 0 || n > seq[i - 1]!)).toBe(true);
-    }
+    const total = await flipUnderLoad(bus, dep, [a, b, c], seen, { atLeast: 6000, minFlips: 120 });
+    await expectEachOnceInKeyOrder(seen, total, on, 20_000);
     const info = dep.info();
     expect(info.outcomes.ack).toBe(total);
     expect(info.history.length).toBeGreaterThan(100);
