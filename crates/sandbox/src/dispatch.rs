@@ -139,6 +139,20 @@ pub(crate) fn render_id(sub: &Subscription, ev: &Event, out: &mut String) {
     }
 }
 
+/// The guest's view of `ev` as `sub` delivers it (`docs/abi.md`), with `id` from `render_id`.
+pub(crate) fn envelope_of<'a>(sub: &'a Subscription, ev: &'a Event, id: &'a str) -> Envelope<'a> {
+    Envelope {
+        id,
+        event_type: &ev.topic,
+        source: &sub.origin().source,
+        time_unix_nanos: (ev.time_ms as i64).saturating_mul(1_000_000),
+        subject: ev.subject.as_deref(),
+        traceparent: ev.traceparent.as_deref(),
+        deadline_unix_nanos: ev.deadline.map(|d| (d.unix_ms as i64).saturating_mul(1_000_000)),
+        data: &ev.data,
+    }
+}
+
 fn push_decimal(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -171,16 +185,7 @@ fn handle_one(
         return;
     }
     render_id(sub, ev, id);
-    let envelope = Envelope {
-        id,
-        event_type: &ev.topic,
-        source: &sub.origin().source,
-        time_unix_nanos: (ev.time_ms as i64).saturating_mul(1_000_000),
-        subject: ev.subject.as_deref(),
-        traceparent: ev.traceparent.as_deref(),
-        deadline_unix_nanos: ev.deadline.map(|d| (d.unix_ms as i64).saturating_mul(1_000_000)),
-        data: &ev.data,
-    };
+    let envelope = envelope_of(sub, ev, id);
     // The routing table picks exactly one version for this event (by id, topic, labels).
     let version = versions.route(&envelope);
     let run = record::start(bus, sub, ev, &shared.name, version.hash());

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use sluice_core::{Bus, Delivered, Outcome as Verdict, Subscription};
 
 use crate::deployment::Shared;
-use crate::dispatch::{publish_emits, render_id, IdleSpin};
-use crate::envelope::{encode_envelope, Envelope};
+use crate::dispatch::{envelope_of, publish_emits, render_id, IdleSpin};
+use crate::envelope::encode_envelope;
 use crate::error::{ErrorKind, SandboxError};
 use crate::pool::Outcome;
 use crate::record;
@@ -148,17 +148,7 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
             }
             if encoded.is_empty() {
                 render_id(sub, ev, &mut id);
-                let envelope = Envelope {
-                    id: &id,
-                    event_type: &ev.topic,
-                    source: &sub.origin().source,
-                    time_unix_nanos: (ev.time_ms as i64).saturating_mul(1_000_000),
-                    subject: ev.subject.as_deref(),
-                    traceparent: ev.traceparent.as_deref(),
-                    deadline_unix_nanos: ev.deadline.map(|d| (d.unix_ms as i64).saturating_mul(1_000_000)),
-                    data: &ev.data,
-                };
-                match encode_envelope(&envelope) {
+                match encode_envelope(&envelope_of(sub, ev, &id)) {
                     Ok(b) => encoded = b,
                     Err(e) => {
                         let (i, dl) = waiting.pop_front().unwrap();
