@@ -83,6 +83,28 @@ const stats = (xs) => {
 const SECTIONS = (process.env.SLUICE_BENCH_ROLLOUT_SECTIONS ?? 'serve,latency,throughput,isolated').split(',');
 const results = { date: new Date().toISOString(), loadavg: loadavg(), cpus: cpus().length, node: process.version };
 
+/**
+ * ROUNDS rollouts of `bytesFor(i)` to 100 % and back: how long until `rollout()` resolved and
+ * until the candidate served event `i` (`lastServed()` is the last number it handled).
+ */
+async function timeRollouts(bus, dep, bytesFor, lastServed) {
+  const resolved = [];
+  const serving = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    const bytes = bytesFor(i);
+    const t0 = hr();
+    await dep.rollout(bytes, { percent: 100, autoRollback: false });
+    const t1 = hr();
+    bus.tryPublish('in.x', i);
+    while (lastServed() !== i) await immediate();
+    const t2 = hr();
+    resolved.push(Number(t1 - t0));
+    serving.push(Number(t2 - t0));
+    await dep.rollback();
+  }
+  return { resolved: stats(resolved), serving: stats(serving) };
+}
+
 // ---- 1. rollout() → candidate serving ------------------------------------------------------
 async function timeToServe() {
   const bus = new Bus();
@@ -98,21 +120,7 @@ async function timeToServe() {
     ['precompiled', () => b],
     ['cold', (i) => unique(b, i)],
   ]) {
-    const resolved = [];
-    const serving = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      const bytes = bytesFor(i);
-      const t0 = hr();
-      await dep.rollout(bytes, { percent: 100, autoRollback: false });
-      const t1 = hr();
-      bus.tryPublish('in.x', i);
-      while (lastB !== i) await immediate();
-      const t2 = hr();
-      resolved.push(Number(t1 - t0));
-      serving.push(Number(t2 - t0));
-      await dep.rollback();
-    }
-    out[name] = { resolved: stats(resolved), serving: stats(serving) };
+    out[name] = await timeRollouts(bus, dep, bytesFor, () => lastB);
     const r = out[name];
     console.log(
       `  rollout() ${name.padEnd(11)}: resolved p50 ${fmtMs(r.resolved.p50)} p99 ${fmtMs(r.resolved.p99)}; first event served by the candidate p50 ${fmtMs(r.serving.p50)} p99 ${fmtMs(r.serving.p99)} (${ROUNDS} rounds)`,
@@ -245,21 +253,8 @@ async function timeToServeIsolated(concurrency) {
   const opts = { topics: ['in.x'], emits: ['count.*'], capacity: 4096, limits: { timeoutMs: 1000 }, concurrency, isolation: 'process' };
   const dep = await bus.deploy('serve-isolated', counter('count.a'), opts);
   const b = counter('count.b');
-  const resolved = [];
-  const serving = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const t0 = hr();
-    await dep.rollout(b, { percent: 100, autoRollback: false });
-    const t1 = hr();
-    bus.tryPublish('in.x', i);
-    while (lastB !== i) await immediate();
-    const t2 = hr();
-    resolved.push(Number(t1 - t0));
-    serving.push(Number(t2 - t0));
-    await dep.rollback();
-  }
+  const r = { concurrency, ...(await timeRollouts(bus, dep, () => b, () => lastB)) };
   await bus.close();
-  const r = { concurrency, resolved: stats(resolved), serving: stats(serving) };
   console.log(
     `  rollout() isolated, ${concurrency} helper(s) per version: resolved p50 ${fmtMs(r.resolved.p50)} p99 ${fmtMs(r.resolved.p99)}; first event served by the candidate p50 ${fmtMs(r.serving.p50)} p99 ${fmtMs(r.serving.p99)} (${ROUNDS} rounds)`,
   );
