@@ -4,11 +4,12 @@
 //! removals above it, and replaying APPEND and ACK records rebuilds it exactly after a restart.
 
 use crate::event::Seq;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::pending::PendingSet;
+use std::collections::{BTreeMap, HashMap};
 
 pub struct Consumer {
     pub name: String,
-    pub pending: BTreeSet<Seq>,
+    pub pending: PendingSet,
     /// Failed delivery attempts of pending events (ATTEMPTS records); absent means none.
     pub attempts: HashMap<Seq, u32>,
 }
@@ -49,7 +50,7 @@ impl Consumers {
 
     pub fn insert(&mut self, id: u32, name: String) {
         self.by_name.insert(name.clone(), id);
-        self.by_id.insert(id, Consumer { name, pending: BTreeSet::new(), attempts: HashMap::new() });
+        self.by_id.insert(id, Consumer { name, pending: PendingSet::new(), attempts: HashMap::new() });
         self.next_id = self.next_id.max(id + 1);
     }
 
@@ -65,20 +66,25 @@ impl Consumers {
 
     /// The smallest sequence number any consumer still needs: everything below it may go.
     pub fn min_pending(&self) -> Option<Seq> {
-        self.by_id.values().filter_map(|c| c.pending.first().copied()).min()
+        self.by_id.values().filter_map(|c| c.pending.first()).min()
     }
 
     /// Records that `seq` is addressed to `ids` (or to every registered consumer).
     pub fn deliver(&mut self, seq: Seq, ids: Option<&[u32]>) -> Result<(), u32> {
+        self.deliver_range(seq, seq, ids)
+    }
+
+    /// `deliver` for `first..=last` (a batch appended with one write).
+    pub fn deliver_range(&mut self, first: Seq, last: Seq, ids: Option<&[u32]>) -> Result<(), u32> {
         match ids {
             None => {
                 for c in self.by_id.values_mut() {
-                    c.pending.insert(seq);
+                    c.pending.insert_range(first, last);
                 }
             }
             Some(ids) => {
                 for id in ids {
-                    self.by_id.get_mut(id).ok_or(*id)?.pending.insert(seq);
+                    self.by_id.get_mut(id).ok_or(*id)?.pending.insert_range(first, last);
                 }
             }
         }

@@ -43,6 +43,45 @@ impl EventRecord {
     }
 }
 
+/// An event as `append` reads it. `EventRecord` is one; a caller can implement it for its own
+/// event type, so an append encodes straight into the journal's buffer instead of first
+/// building an `EventRecord` copy (owned strings, a copy of the data) per event.
+pub trait AppendRecord {
+    fn topic(&self) -> &str;
+    /// Appends the event id's UTF-8 text to `out` (at most 65535 bytes, or the append fails).
+    fn write_id(&self, out: &mut Vec<u8>);
+    fn time_ms(&self) -> u64;
+    fn encoding(&self) -> Encoding;
+    fn data(&self) -> &[u8];
+    /// Key/value pairs, in order (read twice: once to count them).
+    fn attributes(&self) -> impl Iterator<Item = (&str, &str)>;
+    fn deadline_ms(&self) -> Option<u64>;
+}
+
+impl AppendRecord for EventRecord {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn write_id(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.id.as_bytes());
+    }
+    fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+    fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+    fn data(&self) -> &[u8] {
+        &self.data
+    }
+    fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn deadline_ms(&self) -> Option<u64> {
+        self.deadline_ms
+    }
+}
+
 /// An event read back from the journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {

@@ -10,7 +10,7 @@
 //! `crc` is CRC-32 (IEEE) over header bytes 0..8 followed by the payload, so a flipped kind or
 //! length is caught as surely as a flipped payload byte.
 
-use crate::event::{Encoding, EventRecord, Seq, StoredEvent};
+use crate::event::{AppendRecord, Encoding, EventRecord, Seq, StoredEvent};
 
 pub const FILE_MAGIC: [u8; 8] = *b"SLCJRNL\0";
 pub const FORMAT_VERSION: u32 = 1;
@@ -142,22 +142,23 @@ fn put_str16(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Rejects what the fixed-width length fields cannot hold, before anything is written.
-pub fn validate_event(e: &EventRecord) -> Result<(), String> {
-    if e.topic.len() > u16::MAX as usize {
-        return Err(format!("topic is {} bytes (max {})", e.topic.len(), u16::MAX));
+pub fn validate_event(e: &impl AppendRecord) -> Result<(), String> {
+    let topic = e.topic().len();
+    if topic > u16::MAX as usize {
+        return Err(format!("topic is {topic} bytes (max {})", u16::MAX));
     }
-    if e.id.len() > u16::MAX as usize {
-        return Err(format!("id is {} bytes (max {})", e.id.len(), u16::MAX));
-    }
-    if e.attributes.len() > u16::MAX as usize {
-        return Err("more than 65535 attributes".into());
-    }
-    let mut size = 64 + e.topic.len() + e.id.len() + e.data.len();
-    for (k, v) in &e.attributes {
+    // The id's length is checked as it is encoded (`encode_append`).
+    let mut size = 64 + topic + u16::MAX as usize + e.data().len();
+    let mut count = 0;
+    for (k, v) in e.attributes() {
         if k.len() > u16::MAX as usize || v.len() > u32::MAX as usize {
             return Err(format!("attribute '{}' is too long", k.chars().take(32).collect::<String>()));
         }
         size += 6 + k.len() + v.len();
+        count += 1;
+    }
+    if count > u16::MAX as usize {
+        return Err("more than 65535 attributes".into());
     }
     if size > MAX_PAYLOAD - 4 * 65536 {
         return Err(format!("event is about {size} bytes (max {})", MAX_PAYLOAD - 4 * 65536));
@@ -167,35 +168,44 @@ pub fn validate_event(e: &EventRecord) -> Result<(), String> {
 
 /// APPEND payload: seq, time, deadline, flags, encoding, [recipients], topic, id, attributes,
 /// data. Recipients come before the strings so recovery can read them without decoding the rest.
-pub fn encode_append(out: &mut Vec<u8>, seq: Seq, e: &EventRecord, recipients: Option<&[u32]>) {
+/// False (and `out` partly written: discard it) when the id is longer than 65535 bytes.
+#[must_use]
+pub fn encode_append(out: &mut Vec<u8>, seq: Seq, e: &impl AppendRecord, recipients: Option<&[u32]>) -> bool {
     put_u64(out, seq);
-    put_u64(out, e.time_ms);
-    put_u64(out, e.deadline_ms.unwrap_or(0));
+    put_u64(out, e.time_ms());
+    let deadline = e.deadline_ms();
+    put_u64(out, deadline.unwrap_or(0));
     let mut flags = 0;
-    if e.deadline_ms.is_some() {
+    if deadline.is_some() {
         flags |= FLAG_DEADLINE;
     }
     if recipients.is_some() {
         flags |= FLAG_RECIPIENTS;
     }
     out.push(flags);
-    out.push(e.encoding as u8);
+    out.push(e.encoding() as u8);
     if let Some(r) = recipients {
         put_u16(out, r.len() as u16);
         for id in r {
             put_u32(out, *id);
         }
     }
-    put_str16(out, &e.topic);
-    put_str16(out, &e.id);
-    put_u16(out, e.attributes.len() as u16);
-    for (k, v) in &e.attributes {
+    put_str16(out, e.topic());
+    let at = out.len();
+    put_u16(out, 0);
+    e.write_id(out);
+    let Ok(id_len) = u16::try_from(out.len() - at - 2) else { return false };
+    out[at..at + 2].copy_from_slice(&id_len.to_le_bytes());
+    put_u16(out, e.attributes().count() as u16);
+    for (k, v) in e.attributes() {
         put_str16(out, k);
         put_u32(out, v.len() as u32);
         out.extend_from_slice(v.as_bytes());
     }
-    put_u32(out, e.data.len() as u32);
-    out.extend_from_slice(&e.data);
+    let data = e.data();
+    put_u32(out, data.len() as u32);
+    out.extend_from_slice(data);
+    true
 }
 
 pub fn encode_ack(out: &mut Vec<u8>, consumer: u32, seqs: &[Seq]) {
@@ -427,7 +437,7 @@ mod tests {
     fn append_round_trips_with_and_without_recipients() {
         for rec in [None, Some(&[3u32, 7][..])] {
             let mut out = Vec::new();
-            let n = frame(&mut out, Kind::Append, |o| encode_append(o, 9, &sample(), rec));
+            let n = frame(&mut out, Kind::Append, |o| assert!(encode_append(o, 9, &sample(), rec)));
             assert_eq!(n, out.len());
             let (kind, payload, total) = parse(&out).unwrap();
             assert_eq!((kind, total), (Kind::Append, out.len()));
@@ -455,7 +465,7 @@ mod tests {
     #[test]
     fn every_truncation_is_short() {
         let mut out = Vec::new();
-        frame(&mut out, Kind::Append, |o| encode_append(o, 1, &sample(), None));
+        frame(&mut out, Kind::Append, |o| assert!(encode_append(o, 1, &sample(), None)));
         for cut in 0..out.len() {
             assert_eq!(parse(&out[..cut]).unwrap_err(), Damage::Short, "cut at {cut}");
         }

@@ -6,7 +6,7 @@
 
 use crate::cursor::Consumers;
 use crate::error::{JournalError, Result};
-use crate::event::{EventRecord, Seq};
+use crate::event::{AppendRecord, EventRecord, Seq};
 use crate::read::Unacked;
 use crate::fault::Faults;
 use crate::format::{self, Checkpoint, Kind};
@@ -308,14 +308,14 @@ impl Journal {
         self.append_to(event, To::All)
     }
 
-    pub fn append_to(&self, event: &EventRecord, to: To<'_>) -> Result<Seq> {
+    pub fn append_to(&self, event: &impl AppendRecord, to: To<'_>) -> Result<Seq> {
         let (_, last) = self.append_batch(std::slice::from_ref(event), to)?;
         Ok(last)
     }
 
     /// Appends several events with one write (and, under `Always`, one fsync). Returns the first
     /// and last sequence numbers, which are consecutive. All or nothing: on error none is stored.
-    pub fn append_batch(&self, events: &[EventRecord], to: To<'_>) -> Result<(Seq, Seq)> {
+    pub fn append_batch(&self, events: &[impl AppendRecord], to: To<'_>) -> Result<(Seq, Seq)> {
         let i = &self.inner;
         i.check_open()?;
         if events.is_empty() {
@@ -351,15 +351,18 @@ impl Journal {
             for (k, e) in events.iter().enumerate() {
                 let seq = first + k as u64;
                 let off = scratch.len() as u64;
-                let len = format::frame(&mut scratch, Kind::Append, |o| format::encode_append(o, seq, e, ids.as_deref()));
+                let mut id_ok = true;
+                let len = format::frame(&mut scratch, Kind::Append, |o| id_ok = format::encode_append(o, seq, e, ids.as_deref()));
+                if !id_ok {
+                    st.scratch = scratch;
+                    return Err(JournalError::invalid(format!("event id is longer than {} bytes", u16::MAX)));
+                }
                 placed.push((seq, off, len as u32));
             }
             st.scratch = scratch;
             i.stage(&mut st, &placed, events.len() as u64)?;
             let last = first + events.len() as u64 - 1;
-            for seq in first..=last {
-                st.consumers.deliver(seq, ids.as_deref()).expect("recipients resolved above");
-            }
+            st.consumers.deliver_range(first, last, ids.as_deref()).expect("recipients resolved above");
             st.next_seq = last + 1;
             match i.opts.fsync {
                 FsyncPolicy::Batch { max_records, .. } => {

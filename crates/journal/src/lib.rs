@@ -25,12 +25,13 @@ mod fault;
 mod format;
 mod fsync;
 mod journal;
+mod pending;
 mod read;
 mod recovery;
 mod segment;
 
 pub use error::{JournalError, Result};
-pub use event::{Encoding, EventRecord, Seq, StoredEvent};
+pub use event::{AppendRecord, Encoding, EventRecord, Seq, StoredEvent};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultKind};
 pub use fsync::FsyncPolicy;

@@ -24,7 +24,7 @@ impl Inner {
         // Readers see everything appended so far, including what is still buffered.
         self.flush(&mut st)?;
         let Some(c) = st.consumers.get(consumer) else { return Ok(None) };
-        let seqs: Vec<Seq> = c.pending.range(after + 1..).take(max).copied().collect();
+        let seqs: Vec<Seq> = c.pending.iter_after(after).take(max).collect();
         let mut out = Vec::with_capacity(seqs.len());
         let mut si = 0;
         for seq in seqs {

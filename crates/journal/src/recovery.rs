@@ -128,9 +128,9 @@ pub fn recover(dir: &Path) -> Result<Recovered> {
     }
     stats.segments = segments.len();
     stats.unacked_events = {
-        let mut all = std::collections::BTreeSet::new();
+        let mut all = crate::pending::PendingSet::new();
         for (_, c) in st.consumers.iter() {
-            all.extend(c.pending.iter().copied());
+            all.extend(c.pending.iter());
         }
         all.len() as u64
     };

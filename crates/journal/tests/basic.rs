@@ -278,8 +278,16 @@ fn invalid_input_is_refused_before_anything_is_written() {
     let mut e = ev(1);
     e.topic = "x".repeat(70_000);
     assert_eq!(j.append(&e).unwrap_err().code(), "ERR_JOURNAL_INVALID");
+    // The id's length is checked while the batch is encoded: nothing of the batch is kept.
+    let mut long_id = ev(2);
+    long_id.id = "i".repeat(70_000);
+    assert_eq!(j.append_batch(&[ev(3), long_id], To::All).unwrap_err().code(), "ERR_JOURNAL_INVALID");
     assert_eq!(j.register_consumer("").unwrap_err().code(), "ERR_JOURNAL_INVALID");
     assert_eq!(j.last_seq(), 0);
+    assert_eq!(j.append(&ev(4)).unwrap(), 1);
+    drop(j);
+    let j = open(d.path(), FsyncPolicy::Never, 4096);
+    assert_eq!(j.recovery().events, 1, "the refused batch left no record");
     let bad = Journal::open(d.path().join("x"), opts(FsyncPolicy::Never, 10)).err().unwrap();
     assert_eq!(bad.code(), "ERR_JOURNAL_INVALID");
 }
