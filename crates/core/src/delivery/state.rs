@@ -122,10 +122,32 @@ impl Dedupe {
     }
 }
 
+/// Hashes a delivery tag with one multiply (Fibonacci hashing). Tags are consecutive numbers
+/// this process hands out, not input an attacker chooses, so SipHash's flood resistance buys
+/// nothing here and costs more than the rest of a settle.
+#[derive(Default, Clone, Copy)]
+struct TagHasher(u64);
+
+impl std::hash::Hasher for TagHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type TagMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<TagHasher>>;
+
 #[derive(Default)]
 struct Inner {
     next_tag: u64,
-    entries: HashMap<u64, Entry>,
+    entries: TagMap<Entry>,
     ready: VecDeque<u64>,
     /// Keys with an event in flight → tags waiting behind it, in arrival order.
     keys: HashMap<Box<[u8]>, VecDeque<u64>>,

@@ -10,14 +10,13 @@
 //! - `spill` only: nothing is written while the queue has room; spilled events are
 //!   acknowledged as soon as they are back in the queue (the subscription is at-most-once).
 
-use super::record::{from_stored, to_record};
+use super::record::{from_stored, Record};
 use super::notify::Waiter;
 use super::Durable;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::queue::Queue;
-use crate::subscription::Origin;
-use sluice_journal::{EventRecord, Seq, To};
+use sluice_journal::{Seq, To};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -76,22 +75,6 @@ struct State {
     cursor: Seq,
 }
 
-/// Builds the journal record of an event at most once per publish.
-pub struct LazyRecord<'a> {
-    origin: &'a Origin,
-    ev: &'a Event,
-    rec: Option<EventRecord>,
-}
-
-impl<'a> LazyRecord<'a> {
-    pub fn new(origin: &'a Origin, ev: &'a Event) -> Self {
-        LazyRecord { origin, ev, rec: None }
-    }
-    pub fn get(&mut self) -> &EventRecord {
-        self.rec.get_or_insert_with(|| to_record(self.origin, self.ev))
-    }
-}
-
 impl SubJournal {
     /// Registers the journal consumer. A durable one that has unacknowledged events starts in
     /// backlog mode: they are delivered before any live event.
@@ -131,7 +114,7 @@ impl SubJournal {
     /// Offers a routed event (the caller holds the store's publish lock). For a durable
     /// subscription the event was already appended for it (`ev.journal_seq`). Returns the
     /// sequence number of a spill write the publisher must wait for.
-    pub(crate) fn offer(&self, q: &Queue, ev: &Arc<Event>, rec: &mut LazyRecord<'_>) -> Result<Option<Seq>> {
+    pub(crate) fn offer(&self, q: &Queue, ev: &Arc<Event>, rec: &Record<'_>) -> Result<Option<Seq>> {
         let mut st = self.state.lock().unwrap();
         if self.durable {
             let seq = ev.journal_seq.load(Ordering::Relaxed);
@@ -158,7 +141,7 @@ impl SubJournal {
             }
         }
         let names = [self.name.as_str()];
-        let seq = match self.store.journal().append_to(rec.get(), To::Only(&names)) {
+        let seq = match self.store.journal().append_to(rec, To::Only(&names)) {
             Ok(s) => s,
             Err(e) => {
                 self.spill.errors.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,6 @@
 //! others are offered exactly as without a journal. A batch appends each run of events bound
 //! for the same durable subscriptions with one journal write and waits for one fsync.
 
-use super::backlog::LazyRecord;
 use super::record::to_record;
 use crate::bus::{Bus, Delivery, PendingBatch, PendingPublish};
 use crate::context::Context;
@@ -77,9 +76,9 @@ impl Bus {
     fn offer_routed(&self, ev: &Arc<Event>, routes: &Routes, can_wait: bool, r: &mut Routed) {
         r.matched = !routes.journaled.is_empty() || !routes.others.is_empty();
         if !routes.journaled.is_empty() {
-            let mut rec = LazyRecord::new(self.origin(), ev);
+            let rec = to_record(self.origin(), ev);
             for sub in &routes.journaled {
-                match sub.journal().expect("journaled").offer(sub.queue(), ev, &mut rec) {
+                match sub.journal().expect("journaled").offer(sub.queue(), ev, &rec) {
                     Ok(Some(seq)) => r.wrote(seq, seq),
                     Ok(None) => {}
                     Err(e) => {

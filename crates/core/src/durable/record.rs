@@ -4,34 +4,57 @@
 
 use crate::context::Deadline;
 use crate::event::{Encoding, Event, EventId};
+use crate::json::write_u64;
 use crate::subscription::Origin;
-use sluice_journal::{Encoding as JEncoding, EventRecord, StoredEvent};
+use sluice_journal::{AppendRecord, Encoding as JEncoding, StoredEvent};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-pub fn to_record(origin: &Origin, ev: &Event) -> EventRecord {
-    let id = match &ev.id {
-        EventId::Seq(n) => format!("{}-{n}", origin.id_prefix),
-        EventId::Given(s) => s.to_string(),
-    };
-    let mut attributes = Vec::new();
-    if let Some(s) = &ev.subject {
-        attributes.push(("subject".to_string(), s.to_string()));
+/// An event as the journal appends it: read in place while the record is encoded (no owned copy
+/// of its strings and data per append).
+#[derive(Clone, Copy)]
+pub struct Record<'a> {
+    origin: &'a Origin,
+    ev: &'a Event,
+}
+
+pub fn to_record<'a>(origin: &'a Origin, ev: &'a Event) -> Record<'a> {
+    Record { origin, ev }
+}
+
+impl AppendRecord for Record<'_> {
+    fn topic(&self) -> &str {
+        &self.ev.topic
     }
-    if let Some(t) = &ev.traceparent {
-        attributes.push(("traceparent".to_string(), t.to_string()));
+    fn write_id(&self, out: &mut Vec<u8>) {
+        match &self.ev.id {
+            EventId::Seq(n) => {
+                out.extend_from_slice(self.origin.id_prefix.as_bytes());
+                out.push(b'-');
+                write_u64(out, *n);
+            }
+            EventId::Given(s) => out.extend_from_slice(s.as_bytes()),
+        }
     }
-    EventRecord {
-        topic: ev.topic.to_string(),
-        id,
-        time_ms: ev.time_ms,
-        encoding: match ev.encoding {
+    fn time_ms(&self) -> u64 {
+        self.ev.time_ms
+    }
+    fn encoding(&self) -> JEncoding {
+        match self.ev.encoding {
             Encoding::Json => JEncoding::Json,
             Encoding::Binary => JEncoding::Binary,
-        },
-        data: ev.data.to_vec(),
-        attributes,
-        deadline_ms: ev.deadline.map(|d| d.unix_ms),
+        }
+    }
+    fn data(&self) -> &[u8] {
+        &self.ev.data
+    }
+    fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
+        let subject = self.ev.subject.as_deref().map(|s| ("subject", s));
+        let traceparent = self.ev.traceparent.as_deref().map(|t| ("traceparent", t));
+        subject.into_iter().chain(traceparent)
+    }
+    fn deadline_ms(&self) -> Option<u64> {
+        self.ev.deadline.map(|d| d.unix_ms)
     }
 }
 
