@@ -2,88 +2,227 @@
 //! string crossing and one `JSON.parse` per batch instead of building objects field by field
 //! through N-API. JSON data is spliced in verbatim (it was encoded once, by the publisher).
 //!
-//! Shape: `[[event, …], [[index, contextId, binary], …]]`. Each event is
-//! `{"id","type","source","time","data"}` plus `subject`, `traceparent`, `deadline` when set.
-//! The second list names only events that need a fix-up on the JS side: a live publisher Context
-//! to attach (contextId ≠ 0) or base64 data to turn back into bytes (binary = 1).
+//! The batch is columnar: what events share is written once, and the per-event envelope is a
+//! few small numbers, so `JSON.parse` spends its time on the data alone (an object per event
+//! with five keys, a long number for the time and a unique id string cost more to parse than
+//! the data; `src/batch.ts` builds the event objects from the columns):
+//!
+//! ```text
+//! [source, [type…], [typeIndex…], idPrefix, [id…], time0, [timeDelta…], [data…],
+//!  [[index, contextId, binary]…], [tag…], [[index, subject, traceparent, deadline, attempt]…]]
+//! ```
+//!
+//! - `[type…]` the distinct topics in order of first use; `[typeIndex…]` one per event, or
+//!   empty when there is a single topic.
+//! - `id`: a number d (the bus's own ids `<prefix>-<n>`: n is the previous such n plus d, the
+//!   first one counting from 0; the text is `idPrefix + n`) or a string (an id the publisher
+//!   gave). Numbers stay below 2^53, where JSON numbers are exact; a larger n is sent as a string.
+//! - `time` of event i: `time0 + timeDelta[0] + … + timeDelta[i]` (Unix ms).
+//! - `data`: the JSON data (`null` for none) or, for binary data, base64 text.
+//! - fix-ups name only events that need work on the JS side: a live publisher Context to attach
+//!   (contextId ≠ 0) or base64 data to turn back into bytes (binary = 1).
+//! - `[tag…]` (handler deliveries only): the delivery tags to settle with, one per event, or a
+//!   single tag t for consecutive tags t, t+1, …; empty when the subscription settles by
+//!   counting only.
+//! - extras: events with a subject, traceparent, deadline or an attempt above 1 (`null` where absent).
 
 use crate::delivery::Delivered;
 use crate::event::{Encoding, Event, EventId};
-use crate::json::write_string;
+use crate::json::{write_i64, write_string, write_u64};
 use crate::subscription::Origin;
 use std::io::Write;
 use std::sync::Arc;
 
+/// Above this a bus id's number is sent as a string (JSON numbers are exact up to 2^53).
+const EXACT: u64 = 1 << 53;
+
+/// A stream's batch (no tags, no attempts).
 pub fn encode_js_batch(origin: &Origin, events: &[Arc<Event>], out: &mut Vec<u8>) {
+    encode_columns(origin, events.len(), |i| (&*events[i], 1), None, out);
+}
+
+/// A handler's deliveries: redeliveries carry `attempt` (2 for the first retry), and the tags.
+pub fn encode_js_deliveries(origin: &Origin, deliveries: &[Delivered], out: &mut Vec<u8>) {
+    let tags = deliveries.first().is_some_and(|d| d.tag != 0).then_some(deliveries);
+    encode_columns(origin, deliveries.len(), |i| (&*deliveries[i].event, deliveries[i].attempt), tags, out);
+}
+
+fn encode_columns<'a>(
+    origin: &Origin,
+    n: usize,
+    at: impl Fn(usize) -> (&'a Event, u32),
+    tags: Option<&[Delivered]>,
+    out: &mut Vec<u8>,
+) {
     out.push(b'[');
-    out.push(b'[');
-    let mut fixups = Vec::new();
-    for (i, ev) in events.iter().enumerate() {
+    write_string(out, &origin.source);
+    // Topics: distinct ones in order of first use (a batch rarely has more than a few).
+    let mut topics: Vec<&str> = Vec::new();
+    let mut index: Vec<u32> = Vec::new();
+    for i in 0..n {
+        let t: &str = &at(i).0.topic;
+        let k = match topics.iter().position(|x| *x == t) {
+            Some(k) => k,
+            None => {
+                topics.push(t);
+                topics.len() - 1
+            }
+        };
+        if k > 0 && index.is_empty() {
+            index.resize(i, 0);
+        }
+        if !index.is_empty() {
+            index.push(k as u32);
+        }
+    }
+    out.extend_from_slice(b",[");
+    for (k, t) in topics.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        write_string(out, t);
+    }
+    out.extend_from_slice(b"],[");
+    for (k, x) in index.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        write_u64(out, *x as u64);
+    }
+    out.extend_from_slice(b"],");
+    write_string(out, &format!("{}-", origin.id_prefix));
+    out.extend_from_slice(b",[");
+    let mut prev_id = 0u64;
+    for i in 0..n {
         if i > 0 {
             out.push(b',');
         }
-        encode_event(origin, ev, 1, out);
+        match &at(i).0.id {
+            EventId::Seq(id) if *id < EXACT => {
+                write_i64(out, *id as i64 - prev_id as i64);
+                prev_id = *id;
+            }
+            EventId::Seq(id) => {
+                out.push(b'"');
+                let _ = write!(out, "{}-{id}", origin.id_prefix);
+                out.push(b'"');
+            }
+            EventId::Given(s) => write_string(out, s),
+        }
+    }
+    let time0 = if n > 0 { at(0).0.time_ms } else { 0 };
+    out.extend_from_slice(b"],");
+    write_u64(out, time0);
+    out.extend_from_slice(b",[");
+    let mut prev_time = time0;
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        let t = at(i).0.time_ms;
+        write_i64(out, t.wrapping_sub(prev_time) as i64);
+        prev_time = t;
+    }
+    out.extend_from_slice(b"],[");
+    let mut fixups = Vec::new();
+    let mut extras = Vec::new();
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        let (ev, attempt) = at(i);
+        write_data(ev, out);
         let ctx = ev.ctx.as_ref().map_or(0, |c| c.id());
         let binary = ev.encoding == Encoding::Binary;
         if ctx != 0 || binary {
             fixups.push((i, ctx, binary));
         }
+        if ev.subject.is_some() || ev.traceparent.is_some() || ev.deadline.is_some() || attempt > 1 {
+            extras.push((i, ev, attempt));
+        }
     }
     out.extend_from_slice(b"],[");
-    for (n, (i, ctx, bin)) in fixups.iter().enumerate() {
-        if n > 0 {
+    for (k, (i, ctx, bin)) in fixups.iter().enumerate() {
+        if k > 0 {
             out.push(b',');
         }
-        let _ = write!(out, "[{i},{ctx},{}]", *bin as u8);
+        out.push(b'[');
+        write_u64(out, *i as u64);
+        out.push(b',');
+        write_u64(out, *ctx);
+        out.extend_from_slice(if *bin { b",1]" } else { b",0]" });
+    }
+    out.extend_from_slice(b"],[");
+    if let Some(ds) = tags {
+        let first = ds[0].tag;
+        if ds.iter().enumerate().all(|(k, d)| d.tag == first + k as u64) {
+            write_u64(out, first);
+        } else {
+            for (k, d) in ds.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                write_u64(out, d.tag);
+            }
+        }
+    }
+    out.extend_from_slice(b"],[");
+    for (k, (i, ev, attempt)) in extras.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        write_u64(out, *i as u64);
+        out.push(b',');
+        write_opt_string(out, ev.subject.as_deref());
+        out.push(b',');
+        write_opt_string(out, ev.traceparent.as_deref());
+        out.push(b',');
+        match &ev.deadline {
+            Some(d) => write_u64(out, d.unix_ms),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b',');
+        if *attempt > 1 {
+            write_u64(out, *attempt as u64);
+        } else {
+            out.extend_from_slice(b"null");
+        }
+        out.push(b']');
     }
     out.extend_from_slice(b"]]");
+}
+
+fn write_opt_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => write_string(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn write_data(ev: &Event, out: &mut Vec<u8>) {
+    match ev.encoding {
+        Encoding::Json if !ev.data.is_empty() => out.extend_from_slice(&ev.data),
+        Encoding::Json => out.extend_from_slice(b"null"),
+        Encoding::Binary => {
+            out.push(b'"');
+            base64(&ev.data, out);
+            out.push(b'"');
+        }
+    }
 }
 
 pub fn render_id(origin: &Origin, id: &EventId, out: &mut Vec<u8>) {
     match id {
         EventId::Seq(n) => {
-            let _ = write!(out, "\"{}-{n}\"", origin.id_prefix);
+            out.push(b'"');
+            out.extend_from_slice(origin.id_prefix.as_bytes());
+            out.push(b'-');
+            write_u64(out, *n);
+            out.push(b'"');
         }
         EventId::Given(s) => write_string(out, s),
     }
-}
-
-/// Like `encode_js_batch`, for a handler's deliveries: a redelivered event carries `"attempt"`
-/// (2 for the first retry), and a third list holds the delivery tags the handler settles with
-/// (empty when the subscription settles by counting only).
-pub fn encode_js_deliveries(origin: &Origin, deliveries: &[Delivered], out: &mut Vec<u8>) {
-    out.push(b'[');
-    out.push(b'[');
-    let mut fixups = Vec::new();
-    for (i, d) in deliveries.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let ev = &d.event;
-        encode_event(origin, ev, d.attempt, out);
-        let ctx = ev.ctx.as_ref().map_or(0, |c| c.id());
-        let binary = ev.encoding == Encoding::Binary;
-        if ctx != 0 || binary {
-            fixups.push((i, ctx, binary));
-        }
-    }
-    out.extend_from_slice(b"],[");
-    for (n, (i, ctx, bin)) in fixups.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        let _ = write!(out, "[{i},{ctx},{}]", *bin as u8);
-    }
-    out.extend_from_slice(b"],[");
-    if deliveries.first().is_some_and(|d| d.tag != 0) {
-        for (n, d) in deliveries.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            let _ = write!(out, "{}", d.tag);
-        }
-    }
-    out.extend_from_slice(b"]]");
 }
 
 /// One event as a JSON object (`attempt` is written when above 1).
@@ -94,7 +233,8 @@ pub(crate) fn encode_event(origin: &Origin, ev: &Event, attempt: u32, out: &mut 
     write_string(out, &ev.topic);
     out.extend_from_slice(b",\"source\":");
     write_string(out, &origin.source);
-    let _ = write!(out, ",\"time\":{}", ev.time_ms);
+    out.extend_from_slice(b",\"time\":");
+    write_u64(out, ev.time_ms);
     if let Some(s) = &ev.subject {
         out.extend_from_slice(b",\"subject\":");
         write_string(out, s);
@@ -110,15 +250,7 @@ pub(crate) fn encode_event(origin: &Origin, ev: &Event, attempt: u32, out: &mut 
         let _ = write!(out, ",\"attempt\":{attempt}");
     }
     out.extend_from_slice(b",\"data\":");
-    match ev.encoding {
-        Encoding::Json if !ev.data.is_empty() => out.extend_from_slice(&ev.data),
-        Encoding::Json => out.extend_from_slice(b"null"),
-        Encoding::Binary => {
-            out.push(b'"');
-            base64(&ev.data, out);
-            out.push(b'"');
-        }
-    }
+    write_data(ev, out);
     out.push(b'}');
 }
 
@@ -137,44 +269,123 @@ pub(crate) fn base64(data: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{Context, Deadline};
+    use crate::context::Context;
+    use serde_json::{json, Value};
     use std::time::Duration;
 
-    #[test]
-    fn batch_is_valid_json_with_fixups() {
-        let origin = Origin { id_prefix: "p".into(), source: "svc/\"a\"".into() };
-        let ctx = Context::background().with_timeout(Duration::from_secs(5));
-        let mk = |id, enc, data: &[u8], ctx: Option<Context>| {
-            Arc::new(Event {
-                id,
-                topic: "order.created".into(),
-                topic_id: None,
-                time_ms: 1000,
-                subject: Some("s\n".into()),
-                traceparent: None,
-                deadline: ctx.as_ref().and_then(|c| c.deadline()),
-                ctx,
-                encoding: enc,
-                data: data.into(),
-                journal_seq: Default::default(),
-            })
+    /// What `src/batch.ts` does with a batch, written again here: each event object rebuilt from
+    /// the columns, plus the fix-ups and the tags expanded to one per event.
+    fn decode(text: &[u8]) -> (Vec<Value>, Value, Vec<u64>) {
+        let v: Value = serde_json::from_slice(text).expect("valid JSON");
+        let a = v.as_array().unwrap();
+        let (source, types, index, prefix) = (&a[0], a[1].as_array().unwrap(), a[2].as_array().unwrap(), a[3].as_str().unwrap());
+        let (ids, mut time, deltas, data) = (a[4].as_array().unwrap(), a[5].as_i64().unwrap(), a[6].as_array().unwrap(), a[7].as_array().unwrap());
+        let (fixups, tags, extras) = (a[8].clone(), a[9].as_array().unwrap(), a[10].as_array().unwrap());
+        let mut n = 0i64;
+        let mut events = Vec::new();
+        for i in 0..data.len() {
+            let id = match &ids[i] {
+                Value::Number(d) => {
+                    n += d.as_i64().unwrap();
+                    Value::String(format!("{prefix}{n}"))
+                }
+                s => s.clone(),
+            };
+            time += deltas[i].as_i64().unwrap();
+            let ty = if index.is_empty() { types[0].clone() } else { types[index[i].as_u64().unwrap() as usize].clone() };
+            let mut ev = json!({ "id": id, "type": ty, "source": source, "time": time, "data": data[i] });
+            if let Some(x) = extras.iter().find(|x| x[0] == json!(i)) {
+                for (k, key) in ["subject", "traceparent", "deadline", "attempt"].iter().enumerate() {
+                    if !x[k + 1].is_null() {
+                        ev[*key] = x[k + 1].clone();
+                    }
+                }
+            }
+            events.push(ev);
+        }
+        let tags = match tags.len() {
+            1 if data.len() > 1 => (0..data.len() as u64).map(|k| tags[0].as_u64().unwrap() + k).collect(),
+            _ => tags.iter().map(|t| t.as_u64().unwrap()).collect(),
         };
+        (events, fixups, tags)
+    }
+
+    fn mk(id: EventId, topic: &str, time_ms: u64, enc: Encoding, data: &[u8], ctx: Option<Context>) -> Arc<Event> {
+        Arc::new(Event {
+            id,
+            topic: topic.into(),
+            topic_id: None,
+            time_ms,
+            subject: None,
+            traceparent: None,
+            deadline: ctx.as_ref().and_then(|c| c.deadline()),
+            ctx,
+            encoding: enc,
+            data: data.into(),
+            journal_seq: Default::default(),
+        })
+    }
+
+    /// Every event rebuilt from the columns equals the event encoded on its own (`encode_event`,
+    /// the per-event form dead letters use): ids (the bus's, given ones, one past 2^53), types,
+    /// times going backwards, binary data, every optional field and redelivery attempts.
+    #[test]
+    fn columns_rebuild_every_event_exactly() {
+        let origin = Origin { id_prefix: "p1".into(), source: "svc/\"a\"".into() };
+        let ctx = Context::background().with_timeout(Duration::from_secs(5));
+        let mut odd = mk(EventId::Seq(7), "order.paid", 1_764_000_000_500, Encoding::Json, b"", None);
+        {
+            let e = Arc::get_mut(&mut odd).unwrap();
+            e.subject = Some("s\n".into());
+            e.traceparent = Some("00-ab-cd-01".into());
+        }
         let evs = vec![
-            mk(EventId::Seq(1), Encoding::Json, br#"{"a":[1,2]}"#, None),
-            mk(EventId::Given("x\"y".into()), Encoding::Binary, &[0, 255, 7, 8], Some(ctx.clone())),
-            mk(EventId::Seq(2), Encoding::Json, b"", None),
+            mk(EventId::Seq(5), "order.created", 1_764_000_000_000, Encoding::Json, br#"{"a":[1,2]}"#, None),
+            mk(EventId::Given("x\"y".into()), "order.created", 1_764_000_000_001, Encoding::Binary, &[0, 255, 7, 8], Some(ctx.clone())),
+            odd,
+            mk(EventId::Seq(6), "order.created", 1_763_999_999_000, Encoding::Json, b"3", None),
+            mk(EventId::Seq(EXACT + 1), "order.paid", 1_764_000_000_000, Encoding::Json, b"\"t\"", None),
+            mk(EventId::Seq(8), "order.created", 1_764_000_000_000, Encoding::Json, b"null", None),
         ];
+        let attempts = [1, 1, 3, 1, 2, 1];
+        let deliveries: Vec<Delivered> =
+            evs.iter().zip(attempts).enumerate().map(|(k, (e, a))| Delivered { tag: 40 + k as u64 * 2, attempt: a, event: e.clone() }).collect();
         let mut out = Vec::new();
+        encode_js_deliveries(&origin, &deliveries, &mut out);
+        let (got, fixups, tags) = decode(&out);
+        for (k, d) in deliveries.iter().enumerate() {
+            let mut one = Vec::new();
+            encode_event(&origin, &d.event, d.attempt, &mut one);
+            assert_eq!(got[k], serde_json::from_slice::<Value>(&one).unwrap(), "event {k}");
+        }
+        assert_eq!(got[4]["id"], format!("p1-{}", EXACT + 1));
+        assert_eq!(fixups, json!([[1, ctx.id(), 1]]));
+        assert_eq!(tags, vec![40, 42, 44, 46, 48, 50]);
+
+        // A stream's batch has no tags and no attempts.
+        out.clear();
         encode_js_batch(&origin, &evs, &mut out);
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v[0][0]["id"], "p-1");
-        assert_eq!(v[0][0]["source"], "svc/\"a\"");
-        assert_eq!(v[0][0]["data"]["a"][1], 2);
-        assert_eq!(v[0][0]["subject"], "s\n");
-        assert_eq!(v[0][1]["id"], "x\"y");
-        assert_eq!(v[0][1]["data"], "AP8HCA==");
-        assert_eq!(v[0][1]["deadline"], ctx.deadline().map(|d: Deadline| d.unix_ms).unwrap());
-        assert_eq!(v[0][2]["data"], serde_json::Value::Null);
-        assert_eq!(v[1], serde_json::json!([[1, ctx.id(), 1]]));
+        let (got, _, tags) = decode(&out);
+        assert!(tags.is_empty());
+        assert!(got[2].get("attempt").is_none() && got[2]["subject"] == "s\n");
+    }
+
+    /// Consecutive tags go as the first alone; the JS side counts up from it.
+    #[test]
+    fn consecutive_tags_are_one_number() {
+        let origin = Origin { id_prefix: "p".into(), source: "s".into() };
+        let ds: Vec<Delivered> = (0..3)
+            .map(|k| Delivered { tag: 9 + k, attempt: 1, event: mk(EventId::Seq(k + 1), "t", 5, Encoding::Json, b"1", None) })
+            .collect();
+        let mut out = Vec::new();
+        encode_js_deliveries(&origin, &ds, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[9], json!([9]));
+        assert_eq!(v[2], json!([]), "one topic: no per-event index");
+        assert_eq!(decode(&out).2, vec![9, 10, 11]);
+        let untracked: Vec<Delivered> = ds.into_iter().map(|d| Delivered { tag: 0, ..d }).collect();
+        out.clear();
+        encode_js_deliveries(&origin, &untracked, &mut out);
+        assert!(decode(&out).2.is_empty());
     }
 }

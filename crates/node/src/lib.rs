@@ -16,6 +16,7 @@ mod guard;
 mod observe;
 mod pending;
 mod subscription;
+mod text;
 mod wake;
 
 pub use bus::{

@@ -1,11 +1,12 @@
 use crate::guard::guard;
+use crate::text::BatchText;
 use crate::wake::Wake;
 use napi::bindgen_prelude::{Float64Array, Function, Uint8Array};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Env;
 use napi_derive::napi;
 use sluice_core::codec::{encode_js_batch, encode_js_deliveries};
-use sluice_core::{Bus, Delivered, Error, ErrorKind, Event, Outcome, Subscription};
+use sluice_core::{Bus, Delivered, Error, Event, Outcome, Subscription};
 use std::sync::{Arc, Mutex};
 
 /// One subscription's queue, consumed from JS in batches: the core wakes JS once (a non-blocking
@@ -75,8 +76,8 @@ impl NativeSubscription {
     }
 
     /// Takes up to `max` events as one JSON batch (see core `codec`), or `null` when empty.
-    #[napi]
-    pub fn take(&self, max: u32) -> napi::Result<Option<String>> {
+    #[napi(ts_return_type = "string | null")]
+    pub fn take(&self, max: u32) -> napi::Result<Option<BatchText>> {
         guard(|| {
             let mut events = self.scratch.lock().map_err(|_| Error::invalid("subscription poisoned"))?;
             events.clear();
@@ -86,14 +87,14 @@ impl NativeSubscription {
             let mut out = Vec::with_capacity(events.len() * 160);
             encode_js_batch(self.sub.origin(), &events, &mut out);
             events.clear();
-            String::from_utf8(out).map(Some).map_err(|_| Error::new(ErrorKind::Encode, "event data is not UTF-8 JSON"))
+            BatchText::new(out).map(Some)
         })
     }
 
     /// Takes up to `max` deliveries for a handler as one JSON batch (see core `codec`:
     /// redeliveries carry `attempt`, and a third list holds the tags to settle), or `null`.
-    #[napi]
-    pub fn take_deliveries(&self, max: u32) -> napi::Result<Option<String>> {
+    #[napi(ts_return_type = "string | null")]
+    pub fn take_deliveries(&self, max: u32) -> napi::Result<Option<BatchText>> {
         guard(|| {
             let mut got = self.deliveries.lock().map_err(|_| Error::invalid("subscription poisoned"))?;
             got.clear();
@@ -103,7 +104,7 @@ impl NativeSubscription {
             let mut out = Vec::with_capacity(got.len() * 160);
             encode_js_deliveries(self.sub.origin(), &got, &mut out);
             got.clear();
-            String::from_utf8(out).map(Some).map_err(|_| Error::new(ErrorKind::Encode, "event data is not UTF-8 JSON"))
+            BatchText::new(out).map(Some)
         })
     }
 
