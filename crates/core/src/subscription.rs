@@ -14,7 +14,7 @@ use crate::observe::Kind;
 use crate::queue::{Offer, Queue, QueueStats};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Who produced the events a subscription sees: renders ids and the `source` attribute.
 #[derive(Debug)]
@@ -45,6 +45,10 @@ pub struct Subscription {
     env: Arc<DeliveryEnv>,
     /// Durable or `spill` subscriptions on a bus with a journal.
     journal: Option<SubJournal>,
+    /// Held by a consumer from popping events off the queue until they are admitted to the
+    /// key table, on per-key subscriptions: between the two, another consumer (a deployment
+    /// has several workers) could admit a later event of the same key first and run it ahead.
+    admission: Mutex<()>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -90,6 +94,7 @@ impl Subscription {
             delivery: DeliveryState::new(opts.delivery),
             env,
             journal,
+            admission: Mutex::new(()),
         })
     }
 
@@ -212,6 +217,7 @@ impl Subscription {
             self.queue.wake();
         }
         let mut evs = Vec::new();
+        let _admitting = self.delivery.per_key().then(|| self.admission.lock().unwrap_or_else(|p| p.into_inner()));
         while out.len() - before < max {
             let room = self.delivery.room(self.queue.capacity()).min(max - (out.len() - before));
             if room == 0 {

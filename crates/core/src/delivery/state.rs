@@ -187,6 +187,11 @@ impl DeliveryState {
         self.tracked
     }
 
+    /// Whether events of one key are handed out one at a time (`ordering: 'per-key'`).
+    pub fn per_key(&self) -> bool {
+        matches!(self.opts.ordering, KeyOrdering::PerKey { .. })
+    }
+
     pub fn has_ready(&self) -> bool {
         self.ready_len.load(Ordering::SeqCst) > 0
     }
