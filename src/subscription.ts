@@ -50,7 +50,11 @@ export class Subscription implements Disposable {
   #refillQueued = false;
   #closed = false;
   #filtered = 0;
-  /** Verdicts not yet sent to the core: tags acked; tags failed with their code and reason. */
+  /**
+   * Verdicts not yet sent to the core: tags acked, as runs (first tag, count) — a batch's tags are
+   * consecutive and sync handlers ack them in order, so a batch is usually one run; tags failed
+   * with their code and reason.
+   */
   #acks: number[] = [];
   #failTags: number[] = [];
   #failCodes: number[] = [];
@@ -277,7 +281,11 @@ export class Subscription implements Disposable {
 
   /** Untracked deliveries (tag 0) were counted acked when taken: nothing to send. */
   #ack(tag: number): void {
-    if (tag !== 0) this.#acks.push(tag);
+    if (tag === 0) return;
+    const runs = this.#acks;
+    const n = runs.length;
+    if (n > 0 && runs[n - 2]! + runs[n - 1]! === tag) runs[n - 1]!++;
+    else runs.push(tag, 1);
   }
 
   #done(): void {

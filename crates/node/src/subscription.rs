@@ -108,9 +108,10 @@ impl NativeSubscription {
         })
     }
 
-    /// Settles a batch of deliveries: `acks` are tags handled; `fail_tags[i]` ended with
-    /// outcome `fail_codes[i]` (1 retry, 2 reject, 3 fail) for `fail_reasons[i]`. Untracked
-    /// subscriptions send only failures, with tag 0.
+    /// Settles a batch of deliveries: `acks` are the tags handled, as runs `(first, count)`
+    /// (flattened pairs: a batch's tags are consecutive, so most batches are one run);
+    /// `fail_tags[i]` ended with outcome `fail_codes[i]` (1 retry, 2 reject, 3 fail) for
+    /// `fail_reasons[i]`. Untracked subscriptions send only failures, with tag 0.
     #[napi]
     pub fn settle(
         &self,
@@ -123,13 +124,17 @@ impl NativeSubscription {
             if fail_tags.len() != fail_codes.len() || fail_tags.len() != fail_reasons.len() {
                 return Err(Error::invalid("settle: failure lists differ in length"));
             }
-            let mut verdicts: Vec<(u64, Outcome)> = acks.iter().map(|t| (*t as u64, Outcome::Ack)).collect();
+            if acks.len() % 2 != 0 || acks.chunks(2).any(|r| !(r[0] >= 0.0 && r[1] >= 0.0 && r[1] <= 1e9)) {
+                return Err(Error::invalid("settle: acks must be (first tag, count) pairs"));
+            }
+            let mut failures = Vec::with_capacity(fail_tags.len());
             for ((tag, code), reason) in fail_tags.iter().zip(fail_codes.iter()).zip(fail_reasons) {
                 let outcome = Outcome::from_code(*code, reason)
                     .ok_or_else(|| Error::invalid(format!("settle: unknown outcome code {code}")))?;
-                verdicts.push((*tag as u64, outcome));
+                failures.push((*tag as u64, outcome));
             }
-            self.sub.settle_all(&self.bus, verdicts);
+            let acked = acks.chunks(2).flat_map(|r| (r[0] as u64..).take(r[1] as usize)).map(|t| (t, Outcome::Ack));
+            self.sub.settle_all(&self.bus, acked.chain(failures));
             Ok(())
         })
     }
