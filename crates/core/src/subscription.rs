@@ -245,11 +245,38 @@ impl Subscription {
 
     /// `settle` for a batch of verdicts: what the settle hook buffers (a journal's
     /// acknowledgements) is written once for the whole batch.
+    /// Acks of a tracked subscription are gathered and decided under one lock per run (in
+    /// verdict order with the rest: a run is decided before the next other verdict).
     pub fn settle_all(self: &Arc<Self>, bus: &Bus, verdicts: impl IntoIterator<Item = (u64, Outcome)>) {
+        let mut acks = Vec::new();
         for (tag, outcome) in verdicts {
+            if tag != 0 && outcome == Outcome::Ack && self.delivery.tracked() {
+                acks.push(tag);
+                continue;
+            }
+            self.settle_acks(&mut acks);
             self.settle_one(bus, tag, outcome);
         }
+        self.settle_acks(&mut acks);
         self.flush_hook();
+    }
+
+    /// `settle_one(tag, Ack)` for each of `tags` (tracked), with one lock and one wake-up.
+    fn settle_acks(&self, tags: &mut Vec<u64>) {
+        if tags.is_empty() {
+            return;
+        }
+        let mut acked = Vec::with_capacity(tags.len());
+        self.delivery.ack_many(tags, &mut acked);
+        tags.clear();
+        if acked.is_empty() {
+            return;
+        }
+        self.delivery.counters.acked.fetch_add(acked.len() as u64, Ordering::Relaxed);
+        if let Some(h) = self.env.hook.get() {
+            h.acked(self, &acked);
+        }
+        self.queue.wake();
     }
 
     fn settle_one(self: &Arc<Self>, bus: &Bus, tag: u64, outcome: Outcome) {

@@ -2,6 +2,7 @@
 
 use crate::event::Event;
 use crate::subscription::Subscription;
+use std::sync::Arc;
 
 /// A handler's verdict on one delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +72,14 @@ impl Disposition {
 /// `Abandoned` (which a restart must deliver again).
 pub trait SettleHook: Send + Sync {
     fn settled(&self, sub: &Subscription, event: &Event, disposition: &Disposition);
+
+    /// `settled(sub, e, &Disposition::Acked)` for each of `events` (a settle batch's acks): a
+    /// hook can take them in one go.
+    fn acked(&self, sub: &Subscription, events: &[Arc<Event>]) {
+        for e in events {
+            self.settled(sub, e, &Disposition::Acked);
+        }
+    }
 
     /// The end of a group of decisions on `sub` (a settle batch, a take that expired events):
     /// a hook that buffers work per decision (a journal's acknowledgements) writes it now.

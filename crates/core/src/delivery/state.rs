@@ -317,6 +317,20 @@ impl DeliveryState {
         Decision::GiveUp { event: e.event, attempts: e.attempt }
     }
 
+    /// `decide(tag, true, _)` for several tags under one lock: pushes the events acked (tags
+    /// not running are ignored, as there) to `out`.
+    pub fn ack_many(&self, tags: &[u64], out: &mut Vec<Arc<Event>>) {
+        let mut inner = self.inner.lock().unwrap();
+        for tag in tags {
+            if inner.entries.get(tag).is_some_and(|e| e.stage == Stage::Running) {
+                let e = inner.entries.remove(tag).expect("present");
+                release_key(&mut inner, e.key.as_deref());
+                out.push(e.event);
+            }
+        }
+        self.sync_ready(&inner);
+    }
+
     fn finish(&self, inner: &mut Inner, key: Option<&[u8]>) {
         release_key(inner, key);
         self.sync_ready(inner);

@@ -259,6 +259,18 @@ impl SubJournal {
         }
     }
 
+    /// `buffer_ack` for several events, under one lock.
+    pub(crate) fn buffer_acks(&self, seqs: impl Iterator<Item = Seq>) {
+        let full = {
+            let mut acks = self.acks.lock().unwrap();
+            acks.extend(seqs);
+            acks.len() >= ACK_BATCH
+        };
+        if full {
+            self.flush_acks();
+        }
+    }
+
     /// Records the failed attempts of a retrying event, written with the next flush.
     pub(crate) fn buffer_attempts(&self, seq: Seq, failed: u32) {
         self.attempts.lock().unwrap().push((seq, failed));

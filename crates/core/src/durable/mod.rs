@@ -132,6 +132,12 @@ impl SettleHook for JournalRelease {
         }
     }
 
+    fn acked(&self, sub: &Subscription, events: &[Arc<Event>]) {
+        if let Some(j) = sub.journal().filter(|j| j.is_durable()) {
+            j.buffer_acks(events.iter().map(|e| e.journal_seq.load(Ordering::Relaxed)).filter(|s| *s != 0));
+        }
+    }
+
     fn flush(&self, sub: &Subscription) {
         if let Some(j) = sub.journal().filter(|j| j.is_durable()) {
             j.flush_acks();
