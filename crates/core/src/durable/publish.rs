@@ -33,7 +33,17 @@ struct Routes {
 impl Routes {
     /// The journal consumers the event is appended for (durable subscriptions it reaches).
     fn durable_names(&self) -> Vec<&str> {
-        self.journaled.iter().filter_map(|s| s.journal().filter(|j| j.is_durable()).map(|j| j.name())).collect()
+        self.durable().map(|s| s.journal().expect("journaled").name()).collect()
+    }
+
+    fn durable(&self) -> impl Iterator<Item = &Arc<Subscription>> {
+        self.journaled.iter().filter(|s| s.journal().is_some_and(|j| j.is_durable()))
+    }
+
+    /// Whether both events are appended for the same durable subscriptions (compared by
+    /// identity: no list of names built per event of a batch).
+    fn same_durable(&self, other: &Routes) -> bool {
+        self.durable().map(Arc::as_ptr).eq(other.durable().map(Arc::as_ptr))
     }
 }
 
@@ -205,7 +215,7 @@ impl Bus {
             let names = routes[i].durable_names();
             let mut j = i + 1;
             if !names.is_empty() {
-                while j < events.len() && routes[j].durable_names() == names {
+                while j < events.len() && routes[j].same_durable(&routes[i]) {
                     j += 1;
                 }
                 let records: Vec<_> = events[i..j].iter().map(|ev| to_record(self.origin(), ev)).collect();
