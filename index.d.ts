@@ -198,9 +198,10 @@ export declare class NativeSubscription {
    */
   takeDeliveries(max: number): string | null
   /**
-   * Settles a batch of deliveries: `acks` are tags handled; `fail_tags[i]` ended with
-   * outcome `fail_codes[i]` (1 retry, 2 reject, 3 fail) for `fail_reasons[i]`. Untracked
-   * subscriptions send only failures, with tag 0.
+   * Settles a batch of deliveries: `acks` are the tags handled, as runs `(first, count)`
+   * (flattened pairs: a batch's tags are consecutive, so most batches are one run);
+   * `fail_tags[i]` ended with outcome `fail_codes[i]` (1 retry, 2 reject, 3 fail) for
+   * `fail_reasons[i]`. Untracked subscriptions send only failures, with tag 0.
    */
   settle(acks: Float64Array, failTags: Float64Array, failCodes: Uint8Array, failReasons: Array<string>): void
   /** The consumer is going idle; `true` means work arrived meanwhile (keep draining). */
