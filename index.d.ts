@@ -85,7 +85,7 @@ export declare class NativeBus {
    * `tryPublish`/`tryPublishBatch` for interned topics without a Context, as hand-written
    * N-API functions bound to this bus (see `fast.rs` for why).
    */
-  fastPublish(): { tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, json: string): number }
+  fastPublish(): { tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, json: string): number; publish(topic: number, data: string | Uint8Array): NativePending | number | null }
   /**
    * Validates a topic once and returns its id for the `…To` functions, or `null` when the
    * table of interned topics is full (publish by name then).

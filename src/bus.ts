@@ -309,9 +309,11 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
       const bytes = data instanceof Uint8Array;
       pending =
         id !== null
-          ? bytes
-            ? publishBytesTo(this.#handle, id, data, ctx?.native)
-            : publishTo(this.#handle, id, encode(data), ctx?.native)
+          ? ctx === undefined
+            ? this.#fast.publish(id, bytes ? data : encode(data))
+            : bytes
+              ? publishBytesTo(this.#handle, id, data, ctx.native)
+              : publishTo(this.#handle, id, encode(data), ctx.native)
           : bytes
             ? this.#native.publishBytes(type, data, ctx?.native, attrs)
             : this.#native.publish(type, encode(data), ctx?.native, attrs);

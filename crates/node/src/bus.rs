@@ -142,9 +142,9 @@ fn pending(d: Delivery) -> Option<NativePending> {
 
 /// What `publish` returns to JS: `null` (done), a pending wait, or the journal sequence number
 /// whose fsync is the only thing left (JS watches many of them with `watchDurable`).
-type PublishResult = Option<Either<NativePending, f64>>;
+pub(crate) type PublishResult = Option<Either<NativePending, f64>>;
 
-fn published(p: Published) -> PublishResult {
+pub(crate) fn published(p: Published) -> PublishResult {
     match p {
         Published::Delivery(d) => pending(d).map(Either::A),
         Published::Durable(seq) => Some(Either::B(seq as f64)),
@@ -371,7 +371,7 @@ impl NativeBus {
     /// `tryPublish`/`tryPublishBatch` for interned topics without a Context, as hand-written
     /// N-API functions bound to this bus (see `fast.rs` for why).
     #[napi(
-        ts_return_type = "{ tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, json: string): number }"
+        ts_return_type = "{ tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, json: string): number; publish(topic: number, data: string | Uint8Array): NativePending | number | null }"
     )]
     pub fn fast_publish(&self) -> crate::fast::FastPublish {
         crate::fast::FastPublish(self.inner.clone())

@@ -1,5 +1,5 @@
-//! Hand-written N-API callbacks for the two calls JS makes once per event: `tryPublish` and
-//! `tryPublishBatch` on an interned topic, without a Context.
+//! Hand-written N-API callbacks for the calls JS makes once per event: `tryPublish`,
+//! `tryPublishBatch` and `publish` on an interned topic, without a Context.
 //!
 //! Why not `#[napi]`: napi-rs v3 wraps every generated call in borrow bookkeeping (a scope
 //! stack in TLS, a mutex-guarded map of borrowed objects, a read lock on its GC handle) and
@@ -12,6 +12,7 @@
 //! Each function is created per bus with the bus as its callback data, so no handle has to be
 //! unwrapped per call; a finalizer drops that reference when the function is collected.
 
+use crate::bus::{published, PublishResult};
 use crate::guard::{guard, to_js};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
@@ -30,6 +31,7 @@ impl ToNapiValue for FastPublish {
         unsafe {
             bound(env, obj, c"tryPublish", try_publish, &val.0)?;
             bound(env, obj, c"tryPublishBatch", try_publish_batch, &val.0)?;
+            bound(env, obj, c"publish", publish, &val.0)?;
         }
         Ok(obj)
     }
@@ -71,6 +73,23 @@ unsafe extern "C" fn try_publish(env: sys::napi_env, info: sys::napi_callback_in
         let mut out = ptr::null_mut();
         check(unsafe { sys::napi_get_boolean(env, ok, &mut out) })?;
         Ok(out)
+    };
+    unsafe { finish(env, run()) }
+}
+
+/// `publish(topicId, data: string | Uint8Array): NativePending | number | null` — as
+/// `publishTo` / `publishBytesTo` without a Context: a number is the journal record whose fsync
+/// is all that is left to wait for, `null` means done.
+unsafe extern "C" fn publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let run = || -> napi::Result<sys::napi_value> {
+        let (bus, [topic, data]) = unsafe { args::<2>(env, info) }?;
+        let topic = unsafe { u32_arg(env, topic) }?;
+        let (bytes, encoding) = match unsafe { bytes_arg(env, data) }? {
+            Some(bytes) => (bytes, Encoding::Binary),
+            None => (unsafe { utf8_arg(env, data) }?, Encoding::Json),
+        };
+        let r = guard(|| bus.publish_event_ticketed(bus.make_interned(topic, bytes, encoding, None)?, None).map(published))?;
+        unsafe { PublishResult::to_napi_value(env, r) }
     };
     unsafe { finish(env, run()) }
 }
