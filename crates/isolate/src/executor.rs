@@ -113,6 +113,10 @@ mod linux {
             self.0.close();
         }
 
+        fn recycle(&mut self, spare: &mut Vec<Vec<u8>>) {
+            self.0.take_spare(spare);
+        }
+
         fn info(&self) -> RemoteInfo {
             let s = self.0.stats();
             RemoteInfo {

@@ -102,6 +102,8 @@ pub struct Supervisor<T> {
     polled: Vec<(u64, HandleResult)>,
     /// `close` was called: the helper's exit is the end, not a death to recover from.
     closing: bool,
+    /// Envelope buffers of finished events, handed back by `take_spare` (≤ `window`).
+    spare: Vec<Vec<u8>>,
 }
 
 impl<T> Supervisor<T> {
@@ -121,6 +123,7 @@ impl<T> Supervisor<T> {
             died_at: None,
             polled: Vec::new(),
             closing: false,
+            spare: Vec::new(),
         };
         s.adopt(helper);
         Ok(s)
@@ -167,6 +170,15 @@ impl<T> Supervisor<T> {
         self.closing = true;
         if let Some(h) = &self.helper {
             h.close_requests();
+        }
+    }
+
+    /// Moves the (cleared) envelope buffers of finished events into `into`, so the caller can
+    /// encode the next envelopes without allocating.
+    pub fn take_spare(&mut self, into: &mut Vec<Vec<u8>>) {
+        for mut buf in self.spare.drain(..) {
+            buf.clear();
+            into.push(buf);
         }
     }
 
@@ -219,6 +231,9 @@ impl<T> Supervisor<T> {
                 let lat = &mut self.stats.redelivery_latency;
                 lat.push_front(at.elapsed());
                 lat.truncate(256);
+            }
+            if self.spare.len() < self.opts.window {
+                self.spare.push(ev.envelope);
             }
             out.push(Completion::Done { item: ev.item, result, attempts: ev.attempts });
         }

@@ -12,7 +12,7 @@ use sluice_core::{Bus, Delivered, Outcome as Verdict, Subscription};
 
 use crate::deployment::Shared;
 use crate::dispatch::{envelope_of, publish_emits, render_id, IdleSpin};
-use crate::envelope::encode_envelope;
+use crate::envelope::encode_envelope_into;
 use crate::error::{ErrorKind, SandboxError};
 use crate::pool::Outcome;
 use crate::record;
@@ -114,6 +114,9 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
     let mut verdicts: Vec<Vec<(u64, Verdict)>> = vec![Vec::new(); d.subs.len()];
     let mut id = String::new();
     let mut encoded = Vec::new();
+    // Envelope buffers of finished events, from the executors: the next envelopes are
+    // encoded into them (no allocation per event).
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     let mut token = 0u64;
     // With nothing in flight, spins a while before parking on the queues.
     let mut idle = IdleSpin::new();
@@ -148,9 +151,13 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
             }
             if encoded.is_empty() {
                 render_id(sub, ev, &mut id);
-                match encode_envelope(&envelope_of(sub, ev, &id)) {
-                    Ok(b) => encoded = b,
+                if encoded.capacity() == 0 {
+                    encoded = spare.pop().unwrap_or_default();
+                }
+                match encode_envelope_into(&envelope_of(sub, ev, &id), &mut encoded) {
+                    Ok(()) => {}
                     Err(e) => {
+                        encoded.clear();
                         let (i, dl) = waiting.pop_front().unwrap();
                         d.fail(i, dl, e.to_string());
                         continue;
@@ -199,11 +206,18 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
         }
         let wait = if full { Duration::from_millis(1) } else { Duration::ZERO };
         poll_all(&mut slots, &mut done, wait);
+        if spare.len() < 2 * BATCH {
+            for s in &mut slots {
+                s.exec.recycle(&mut spare);
+            }
+        }
+        // One clock read per round of outcomes (for the handler latency), like submissions.
+        let now = if done.is_empty() { None } else { Some(Instant::now()) };
         for (t, outcome) in done.drain(..) {
             moved += 1;
             match jobs.remove(&t) {
                 Some(Job::Real(taken)) => {
-                    if let Some(copy) = d.settle(taken, outcome, &mut verdicts) {
+                    if let Some(copy) = d.settle(taken, outcome, &mut verdicts, now.unwrap()) {
                         d.send_copy(&mut slots, &mut jobs, &mut token, copy);
                     }
                 }
@@ -238,10 +252,11 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
     let until = Instant::now() + d.timeout + Duration::from_secs(1);
     while slots.iter().any(|s| s.exec.in_flight() > 0) && Instant::now() < until {
         poll_all(&mut slots, &mut done, Duration::from_millis(10));
+        let now = Instant::now();
         for (t, outcome) in done.drain(..) {
             match jobs.remove(&t) {
                 Some(Job::Real(taken)) => {
-                    if let Some(copy) = d.settle(taken, outcome, &mut verdicts) {
+                    if let Some(copy) = d.settle(taken, outcome, &mut verdicts, now) {
                         copy.plan.link.skipped();
                     }
                 }
@@ -347,14 +362,16 @@ impl Dispatcher<'_> {
     /// helper) is rejected for good, and counted failed. The verdict goes to `verdicts` (its
     /// subscription's list), settled with the round by `settle_round`; emits are published
     /// here, before it (journal order). Returns the shadow copy to send.
-    fn settle(&self, taken: Taken, outcome: RemoteOutcome, verdicts: &mut [Vec<(u64, Verdict)>]) -> Option<CopyPlan> {
+    /// `now`: when this round's outcomes were collected.
+    fn settle(&self, taken: Taken, outcome: RemoteOutcome, verdicts: &mut [Vec<(u64, Verdict)>], now: Instant) -> Option<CopyPlan> {
         let Taken { delivery, sub: index, submitted, run, held, watch, shadow } = taken;
         let sub = &self.subs[index];
         let c = &held.record.counters;
-        c.latency.record(submitted.elapsed());
+        let waited = now.saturating_duration_since(submitted);
+        c.latency.record(waited);
         let (observed, elapsed) = match &outcome {
             RemoteOutcome::Done(result) => (result.outcome.clone(), result.elapsed),
-            RemoteOutcome::GaveUp(reason) => (Outcome::Error(SandboxError::new(ErrorKind::Trap, reason.clone())), submitted.elapsed()),
+            RemoteOutcome::GaveUp(reason) => (Outcome::Error(SandboxError::new(ErrorKind::Trap, reason.clone())), waited),
         };
         count(c, &observed);
         if let Some(w) = &watch {

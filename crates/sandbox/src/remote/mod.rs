@@ -47,6 +47,9 @@ pub trait RemoteExecutor: Send {
     /// The deployment stops: finish the event running now and start no other. Outcomes keep
     /// coming from `poll`; `in_flight()` then counts only what can still complete.
     fn close(&mut self) {}
+    /// Moves the envelope buffers of finished events into `spare`, for the dispatcher to encode
+    /// the next envelopes into (no allocation per event). Optional.
+    fn recycle(&mut self, _spare: &mut Vec<Vec<u8>>) {}
 }
 
 /// Starts executors. Called on a thread that lives as long as the executor is used (a helper
