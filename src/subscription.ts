@@ -36,6 +36,8 @@ function reasonOf(e: unknown): string {
  */
 export class Subscription implements Disposable {
   readonly #native: NativeSubscription;
+  /** The native take, bound to this subscription (a plain N-API function: see fast_take.rs). */
+  readonly #take: (max: number) => string | null;
   readonly #handler: (event: SluiceEvent, ctx: Context) => unknown;
   readonly #opts: DeliveryOptions<SluiceEvent>;
   readonly #onClose: (sub: Subscription) => void;
@@ -70,6 +72,7 @@ export class Subscription implements Disposable {
     onClose: (sub: Subscription) => void,
   ) {
     this.#native = native;
+    this.#take = native.fastTake();
     this.#handler = handler;
     this.#opts = opts;
     this.#onClose = onClose;
@@ -160,7 +163,7 @@ export class Subscription implements Disposable {
         let text: string | null;
         this.#opts.observe?.tap?.gap();
         try {
-          text = this.#native.takeDeliveries(room);
+          text = this.#take(room);
         } catch (e) {
           // Runs on a wake-up with no caller to throw to: report it and stop this round.
           process.emitWarning(fromNative(e));

@@ -168,7 +168,7 @@ unsafe fn utf8_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<Vec<u
     Ok(buf)
 }
 
-fn check(status: sys::napi_status) -> napi::Result<()> {
+pub(crate) fn check(status: sys::napi_status) -> napi::Result<()> {
     if status == sys::Status::napi_ok {
         Ok(())
     } else {
@@ -177,7 +177,7 @@ fn check(status: sys::napi_status) -> napi::Result<()> {
 }
 
 /// Returns the value, or throws the error (unless N-API already has an exception pending).
-unsafe fn finish(env: sys::napi_env, r: napi::Result<sys::napi_value>) -> sys::napi_value {
+pub(crate) unsafe fn finish(env: sys::napi_env, r: napi::Result<sys::napi_value>) -> sys::napi_value {
     match r {
         Ok(v) => v,
         Err(e) => {

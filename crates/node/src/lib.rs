@@ -12,6 +12,7 @@ mod context;
 mod delivery;
 mod deployment;
 mod fast;
+mod fast_take;
 mod guard;
 mod observe;
 mod pending;

@@ -5,8 +5,8 @@ use napi::bindgen_prelude::{Float64Array, Function, Uint8Array};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Env;
 use napi_derive::napi;
-use sluice_core::codec::{encode_js_batch, encode_js_deliveries};
-use sluice_core::{Bus, Delivered, Error, Event, Outcome, Subscription};
+use sluice_core::codec::encode_js_batch;
+use sluice_core::{Bus, Error, Event, Outcome, Subscription};
 use std::sync::{Arc, Mutex};
 
 /// One subscription's queue, consumed from JS in batches: the core wakes JS once (a non-blocking
@@ -19,7 +19,6 @@ pub struct NativeSubscription {
     sub: Arc<Subscription>,
     bus: Arc<Bus>,
     scratch: Mutex<Vec<Arc<Event>>>,
-    deliveries: Mutex<Vec<Delivered>>,
     wake: Arc<Mutex<Option<Wake>>>,
 }
 
@@ -29,7 +28,6 @@ impl NativeSubscription {
             sub,
             bus,
             scratch: Mutex::new(Vec::new()),
-            deliveries: Mutex::new(Vec::new()),
             wake: Arc::new(Mutex::new(None)),
         }
     }
@@ -91,21 +89,12 @@ impl NativeSubscription {
         })
     }
 
-    /// Takes up to `max` deliveries for a handler as one JSON batch (see core `codec`:
-    /// redeliveries carry `attempt`, and a third list holds the tags to settle), or `null`.
-    #[napi(ts_return_type = "string | null")]
-    pub fn take_deliveries(&self, max: u32) -> napi::Result<Option<BatchText>> {
-        guard(|| {
-            let mut got = self.deliveries.lock().map_err(|_| Error::invalid("subscription poisoned"))?;
-            got.clear();
-            if self.sub.take_deliveries(max.max(1) as usize, &mut got) == 0 {
-                return Ok(None);
-            }
-            let mut out = Vec::with_capacity(got.len() * 160);
-            encode_js_deliveries(self.sub.origin(), &got, &mut out);
-            got.clear();
-            BatchText::new(out).map(Some)
-        })
+    /// `takeDeliveries(max)` for this subscription: up to `max` deliveries for a handler as one
+    /// JSON batch (see core `codec`: redeliveries carry `attempt`, a list holds the tags to
+    /// settle), or `null`. A function of its own, hand-written (see `fast_take.rs`).
+    #[napi(ts_return_type = "(max: number) => string | null")]
+    pub fn fast_take(&self) -> crate::fast_take::FastTake {
+        crate::fast_take::FastTake(self.sub.clone())
     }
 
     /// Settles a batch of deliveries: `acks` are the tags handled, as runs `(first, count)`
