@@ -63,12 +63,7 @@ unsafe extern "C" fn release_bus(_env: sys::napi_env, data: *mut c_void, _hint: 
 /// `tryPublish(topicId, data: string | Uint8Array): boolean` — a string is JSON text.
 unsafe extern "C" fn try_publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     let run = || -> napi::Result<sys::napi_value> {
-        let (bus, [topic, data]) = unsafe { args::<2>(env, info) }?;
-        let topic = unsafe { u32_arg(env, topic) }?;
-        let (bytes, encoding) = match unsafe { bytes_arg(env, data) }? {
-            Some(bytes) => (bytes, Encoding::Binary),
-            None => (unsafe { utf8_arg(env, data) }?, Encoding::Json),
-        };
+        let (bus, topic, bytes, encoding) = unsafe { event_args(env, info) }?;
         let ok = guard(|| bus.try_publish_interned(topic, bytes, encoding, None))?;
         let mut out = ptr::null_mut();
         check(unsafe { sys::napi_get_boolean(env, ok, &mut out) })?;
@@ -82,12 +77,7 @@ unsafe extern "C" fn try_publish(env: sys::napi_env, info: sys::napi_callback_in
 /// is all that is left to wait for, `null` means done.
 unsafe extern "C" fn publish(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     let run = || -> napi::Result<sys::napi_value> {
-        let (bus, [topic, data]) = unsafe { args::<2>(env, info) }?;
-        let topic = unsafe { u32_arg(env, topic) }?;
-        let (bytes, encoding) = match unsafe { bytes_arg(env, data) }? {
-            Some(bytes) => (bytes, Encoding::Binary),
-            None => (unsafe { utf8_arg(env, data) }?, Encoding::Json),
-        };
+        let (bus, topic, bytes, encoding) = unsafe { event_args(env, info) }?;
         let r = guard(|| bus.publish_event_ticketed(bus.make_interned(topic, bytes, encoding, None)?, None).map(published))?;
         unsafe { PublishResult::to_napi_value(env, r) }
     };
@@ -106,6 +96,18 @@ unsafe extern "C" fn try_publish_batch(env: sys::napi_env, info: sys::napi_callb
         Ok(out)
     };
     unsafe { finish(env, run()) }
+}
+
+/// The bus and the `(topicId, data)` arguments of `tryPublish` / `publish`: a `Uint8Array` is
+/// binary data, a string JSON text.
+unsafe fn event_args<'a>(env: sys::napi_env, info: sys::napi_callback_info) -> napi::Result<(&'a Bus, u32, Vec<u8>, Encoding)> {
+    let (bus, [topic, data]) = unsafe { args::<2>(env, info) }?;
+    let topic = unsafe { u32_arg(env, topic) }?;
+    let (bytes, encoding) = match unsafe { bytes_arg(env, data) }? {
+        Some(bytes) => (bytes, Encoding::Binary),
+        None => (unsafe { utf8_arg(env, data) }?, Encoding::Json),
+    };
+    Ok((bus, topic, bytes, encoding))
 }
 
 /// The bus bound to this function and its first `N` arguments (missing ones are `undefined`).

@@ -133,7 +133,8 @@ pub(crate) fn render_id(sub: &Subscription, ev: &Event, out: &mut String) {
             // By hand: `write!` through the formatter showed in per-event profiles.
             out.push_str(&sub.origin().id_prefix);
             out.push('-');
-            push_decimal(out, *n);
+            // SAFETY: write_u64 appends ASCII digits only; the String stays UTF-8.
+            sluice_core::json::write_u64(unsafe { out.as_mut_vec() }, *n);
         }
         EventId::Given(s) => out.push_str(s),
     }
@@ -151,21 +152,6 @@ pub(crate) fn envelope_of<'a>(sub: &'a Subscription, ev: &'a Event, id: &'a str)
         deadline_unix_nanos: ev.deadline.map(|d| (d.unix_ms as i64).saturating_mul(1_000_000)),
         data: &ev.data,
     }
-}
-
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // SAFETY: ASCII digits.
-    out.push_str(unsafe { std::str::from_utf8_unchecked(&digits[i..]) });
 }
 
 /// Runs one event; its verdict goes to `verdicts` (settled with the batch).
@@ -253,17 +239,5 @@ pub(crate) fn publish_emits(bus: &Bus, timeout: Duration, parent: &Event, emits:
         };
         let counter = if ok { &counters.emits_published } else { &counters.emits_failed };
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn push_decimal_writes_every_digit() {
-        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
-            let mut s = String::from("p-");
-            super::push_decimal(&mut s, n);
-            assert_eq!(s, format!("p-{n}"));
-        }
     }
 }
