@@ -1,7 +1,8 @@
 //! ns per event for declarative filter chains (the Go reference design reports 82 ns for 3
 //! filters and 267 ns for 10). The event is a realistic ~120-byte JSON order; every predicate in
 //! the "pass" chains holds, so nothing short-circuits early. Plain `fn main()`; run with
-//! `cargo bench -p sluice-core --bench filters`.
+//! `cargo bench -p sluice-core --bench filters [-- WORD]`: with WORD, only the rows whose name or
+//! spec contains it run (to profile one predicate under perf or callgrind).
 
 use sluice_core::{Bus, BusOptions, Event, EventInit, FilterChain};
 use std::hint::black_box;
@@ -79,6 +80,8 @@ fn time(chain: &FilterChain, ev: &Event, expect: bool, run: Duration) -> f64 {
 }
 
 fn main() {
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |row: &str| only.as_deref().is_none_or(|w| row.contains(w));
     let bus = Bus::new(BusOptions::default()).unwrap();
     let ev = bus
         .make_event(
@@ -99,6 +102,9 @@ fn main() {
         ("10 predicates, first misses", CHAIN_10_MISS_FIRST, false),
         ("10 predicates, last misses", CHAIN_10_MISS_LAST, false),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         let ns = time(&FilterChain::parse(spec).unwrap(), &ev, expect, Duration::from_millis(1500));
         println!("{:<36} {:>10.1} {:>14.2}", name, ns, 1e3 / ns);
     }
@@ -107,7 +113,7 @@ fn main() {
     println!();
     println!("{:>10}  single predicate of the 10-chain", "ns/event");
     let singles: Vec<serde_json::Value> = serde_json::from_str(CHAIN_10).unwrap();
-    for p in singles {
+    for p in singles.into_iter().filter(|p| wanted(&p.to_string())) {
         let ns = time(&FilterChain::parse(&p.to_string()).unwrap(), &ev, true, Duration::from_millis(300));
         println!("{ns:>10.1}  {p}");
     }

@@ -6,6 +6,11 @@
 //! `{"type":"order.*"}`, `{"attr":"subject","op":"prefix","value":"eu/"}`,
 //! `{"field":"amount","op":"gt","value":0}`, `{"field":"a.b","op":"exists"}`,
 //! `{"not":F}`, `{"any":[F, …]}`.
+//!
+//! Field predicates do not scan the data themselves: the chain's field paths are merged into one
+//! [`json::PathSet`] when it is parsed, and the first field predicate evaluated on an event
+//! locates all of them in a single pass (nothing is decoded but the values compared). A chain
+//! that stops before its first field predicate never reads the data.
 
 use crate::error::{Error, Result};
 use crate::event::{Encoding, Event, EventId};
@@ -85,7 +90,9 @@ enum Attr {
 enum Predicate {
     TypeMatches(Pattern),
     Attr { attr: Attr, op: Op, expected: Expected },
-    Field { path: Vec<String>, op: Op, expected: Expected },
+    /// `slot`: where the chain's one-pass scan puts this path's value; `None` for paths too deep
+    /// for it, looked up on their own.
+    Field { path: Vec<String>, slot: Option<usize>, op: Op, expected: Expected },
     Not(Box<Predicate>),
     Any(Vec<Predicate>),
 }
@@ -94,6 +101,8 @@ enum Predicate {
 #[derive(Clone, Debug, Default)]
 pub struct FilterChain {
     predicates: Vec<Predicate>,
+    /// Every field path the predicates read, located together once per event.
+    paths: json::PathSet,
 }
 
 const MAX_DEPTH: usize = 16;
@@ -110,8 +119,9 @@ impl FilterChain {
         if items.len() > MAX_PREDICATES {
             return Err(Error::invalid(format!("a filter chain holds at most {MAX_PREDICATES} predicates")));
         }
-        let predicates = items.iter().map(|f| parse_predicate(f, 0)).collect::<Result<_>>()?;
-        Ok(FilterChain { predicates })
+        let mut paths = json::PathSet::default();
+        let predicates = items.iter().map(|f| parse_predicate(f, 0, &mut paths)).collect::<Result<_>>()?;
+        Ok(FilterChain { predicates, paths })
     }
 
     pub fn len(&self) -> usize {
@@ -122,13 +132,35 @@ impl FilterChain {
     }
 
     pub fn accepts(&self, ev: &Event) -> bool {
-        // The data's top level is indexed on first use, once per event for the whole chain.
-        let mut index = None;
-        self.predicates.iter().all(|p| eval(p, ev, &mut index))
+        let mut fields = Fields { paths: &self.paths, ev, located: false, values: json::Located::default() };
+        self.predicates.iter().all(|p| eval(p, ev, &mut fields))
     }
 }
 
-fn parse_predicate(v: &Value, depth: usize) -> Result<Predicate> {
+/// An event's field values, located on first use, once for the whole chain.
+struct Fields<'a> {
+    paths: &'a json::PathSet,
+    ev: &'a Event,
+    located: bool,
+    values: json::Located<'a>,
+}
+
+impl<'a> Fields<'a> {
+    fn get(&mut self, slot: Option<usize>, path: &[String]) -> Option<&'a [u8]> {
+        match slot {
+            Some(slot) => {
+                if !self.located {
+                    self.paths.locate(&self.ev.data, &mut self.values);
+                    self.located = true;
+                }
+                self.values.get(slot)
+            }
+            None => json::lookup(&self.ev.data, path),
+        }
+    }
+}
+
+fn parse_predicate(v: &Value, depth: usize, paths: &mut json::PathSet) -> Result<Predicate> {
     if depth > MAX_DEPTH {
         return Err(Error::invalid(format!("filters nest at most {MAX_DEPTH} deep")));
     }
@@ -159,11 +191,11 @@ fn parse_predicate(v: &Value, depth: usize) -> Result<Predicate> {
         return Ok(Predicate::TypeMatches(Pattern::parse(t)?));
     }
     if let Some(n) = obj.get("not") {
-        return Ok(Predicate::Not(Box::new(parse_predicate(n, depth + 1)?)));
+        return Ok(Predicate::Not(Box::new(parse_predicate(n, depth + 1, paths)?)));
     }
     if let Some(a) = obj.get("any") {
         let a = a.as_array().ok_or_else(|| Error::invalid("filter 'any' must be an array"))?;
-        return Ok(Predicate::Any(a.iter().map(|f| parse_predicate(f, depth + 1)).collect::<Result<_>>()?));
+        return Ok(Predicate::Any(a.iter().map(|f| parse_predicate(f, depth + 1, paths)).collect::<Result<_>>()?));
     }
     if let Some(a) = obj.get("attr") {
         let attr = match a.as_str() {
@@ -182,18 +214,17 @@ fn parse_predicate(v: &Value, depth: usize) -> Result<Predicate> {
             return Err(Error::invalid(format!("filter field path '{f}' has an empty segment")));
         }
         let op = op(Op::Eq)?;
-        return Ok(Predicate::Field { path, op, expected: expected_for(op)? });
+        let expected = expected_for(op)?;
+        return Ok(Predicate::Field { slot: paths.insert(&path), path, op, expected });
     }
     Err(Error::invalid(format!("unknown filter {v}: expected one of type, attr, field, not, any")))
 }
 
-type LazyIndex<'a> = Option<Option<json::ObjectIndex<'a>>>;
-
-fn eval<'a>(p: &Predicate, ev: &'a Event, index: &mut LazyIndex<'a>) -> bool {
+fn eval<'a>(p: &Predicate, ev: &'a Event, fields: &mut Fields<'a>) -> bool {
     match p {
         Predicate::TypeMatches(pat) => pat.matches(&ev.topic),
-        Predicate::Not(inner) => !eval(inner, ev, index),
-        Predicate::Any(list) => list.iter().any(|q| eval(q, ev, index)),
+        Predicate::Not(inner) => !eval(inner, ev, fields),
+        Predicate::Any(list) => list.iter().any(|q| eval(q, ev, fields)),
         Predicate::Attr { attr: Attr::Subject, op: Op::Exists, .. } => ev.subject.is_some(),
         Predicate::Attr { attr: Attr::Type | Attr::Id, op: Op::Exists, .. } => true,
         Predicate::Attr { attr, op, expected } => {
@@ -214,15 +245,11 @@ fn eval<'a>(p: &Predicate, ev: &'a Event, index: &mut LazyIndex<'a>) -> bool {
                 Some(s) => *op == Op::Exists || compare_str(s, *op, expected),
             }
         }
-        Predicate::Field { path, op, expected } => {
+        Predicate::Field { path, slot, op, expected } => {
             if ev.encoding != Encoding::Json {
                 return false;
             }
-            let found = match index.get_or_insert_with(|| json::ObjectIndex::build(&ev.data)) {
-                Some(idx) => idx.get(path),
-                None => json::lookup(&ev.data, path),
-            };
-            match found {
+            match fields.get(*slot, path) {
                 None => false,
                 Some(_) if *op == Op::Exists => true,
                 Some(raw) => compare_raw(raw, *op, expected),
@@ -261,7 +288,7 @@ fn compare_raw(raw: &[u8], op: Op, expected: &Expected) -> bool {
     }
     match expected {
         Expected::Num(x) => {
-            let Some(n) = std::str::from_utf8(raw).ok().and_then(|t| t.parse::<f64>().ok()) else {
+            let Some(n) = json::number(raw) else {
                 return op == Op::Ne;
             };
             match n.partial_cmp(x) {
