@@ -48,10 +48,10 @@ export declare class NativeBus {
    */
   publish(topic: string, json: string, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): NativePending | number | null
   publishBytes(topic: string, data: Uint8Array, ctx?: NativeContext | undefined | null, attrs?: PublishAttrs | undefined | null): NativePending | number | null
-  /** `topics` has one topic for all events or one per element of the JSON array `json`. */
-  publishBatch(topics: Array<string>, json: string, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null): NativePending | null
+  /** `topics` has one topic for all events or one per event of `data` (see `BatchArg`). */
+  publishBatch(topics: Array<string>, data: string | Uint8Array, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null, ends?: Uint32Array | undefined | null): NativePending | null
   /** Never waits; returns how many events every matching subscription took. */
-  tryPublishBatch(topics: Array<string>, json: string, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null): number
+  tryPublishBatch(topics: Array<string>, data: string | Uint8Array, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null, ends?: Uint32Array | undefined | null): number
   subscribe(pattern: string, init: SubscribeInit): NativeSubscription
   /** Bus and per-subscription counters as JSON. */
   stats(): string
@@ -85,7 +85,7 @@ export declare class NativeBus {
    * `tryPublish`/`tryPublishBatch` for interned topics without a Context, as hand-written
    * N-API functions bound to this bus (see `fast.rs` for why).
    */
-  fastPublish(): { tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, json: string): number; publish(topic: number, data: string | Uint8Array): NativePending | number | null }
+  fastPublish(): { tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, data: string | Uint8Array, ends?: Uint32Array): number; publish(topic: number, data: string | Uint8Array): NativePending | number | null }
   /**
    * Validates a topic once and returns its id for the `…To` functions, or `null` when the
    * table of interned topics is full (publish by name then).
@@ -283,7 +283,7 @@ export interface PublishAttrs {
 }
 
 /** `publishBatch` of one interned topic. */
-export declare function publishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null): NativePending | null
+export declare function publishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, data: string | Uint8Array, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null, ends?: Uint32Array | undefined | null): NativePending | null
 
 /** `publish` of bytes on an interned topic. */
 export declare function publishBytesTo(bus: ExternalObject<'BusHandle'>, topic: number, data: Uint8Array, ctx?: NativeContext | undefined | null): NativePending | number | null
@@ -322,7 +322,7 @@ export interface TrafficInit {
 }
 
 /** `tryPublishBatch` of one interned topic: `json` is the array of the events' data. */
-export declare function tryPublishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, json: string, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null): number
+export declare function tryPublishBatchTo(bus: ExternalObject<'BusHandle'>, topic: number, data: string | Uint8Array, ctx?: NativeContext | undefined | null, traceparents?: Array<string> | undefined | null, ends?: Uint32Array | undefined | null): number
 
 /** `tryPublish` of bytes on an interned topic. */
 export declare function tryPublishBytesTo(bus: ExternalObject<'BusHandle'>, topic: number, data: Uint8Array, ctx?: NativeContext | undefined | null): boolean

@@ -22,6 +22,7 @@ async function cases() {
   bus.stream(TYPE, { capacity: 1 << 16, overflow: 'drop-oldest' });
   const bytes = new TextEncoder().encode(JSON.stringify(OBJ));
   const batch = Array.from({ length: 256 }, () => ({ type: TYPE, data: OBJ }));
+  const packed = Array.from({ length: 256 }, () => ({ type: TYPE, data: bytes }));
   const ee = new EventEmitter();
   let sum = 0;
   ee.on(TYPE, (d) => (sum += d.amount));
@@ -43,6 +44,9 @@ async function cases() {
     },
     'sluice tryPublishBatch(256 objects)': (n) => {
       for (let i = 0; i < n / 256; i++) bus.tryPublishBatch(batch);
+    },
+    'sluice tryPublishBatch(256 Uint8Arrays)': (n) => {
+      for (let i = 0; i < n / 256; i++) bus.tryPublishBatch(packed);
     },
   };
 }

@@ -352,68 +352,97 @@ export class Bus<E extends EventMap = EventMap> implements AsyncDisposable {
   }
 
   /**
-   * Publishes many events with one crossing into the core and one JSON encoding. Order is kept;
-   * under `block` the rest of the batch waits behind an event that has to wait.
+   * Publishes many events with one crossing into the core: one JSON encoding for a batch of
+   * JSON data, or one packed buffer for a batch whose data are all `Uint8Array`s. Order is kept;
+   * under `block` the rest of the batch waits behind an event that has to wait. A batch that
+   * mixes both kinds of data is published event by event.
    */
   async publishBatch<K extends keyof E & string>(
     events: ReadonlyArray<{ type: K; data: DataOf<E, K> }>,
     options?: { ctx?: Context },
   ): Promise<void> {
     const ctx = options?.ctx;
-    if (events.some((e) => e.data instanceof Uint8Array)) {
+    const encoded = this.#encodeBatch(events);
+    if (encoded === null) {
       for (const e of events) await this.publish(e.type, e.data, options);
       return;
     }
-    const [topics, json] = this.#encodeBatch(events);
+    const [topics, data, ends] = encoded;
     const id = topics.length === 1 ? this.#topicId(topics[0]!) : null;
     const tps = this.#batchTraceparents(events);
     const pending = this.#call(() =>
       id !== null
-        ? publishBatchTo(this.#handle, id, json, ctx?.native, tps)
-        : this.#native.publishBatch(topics, json, ctx?.native, tps),
+        ? publishBatchTo(this.#handle, id, data, ctx?.native, tps, ends)
+        : this.#native.publishBatch(topics, data, ctx?.native, tps, ends),
     );
     if (ctx) rememberContext(ctx);
     if (pending) await this.#wait(pending, ctx);
   }
 
-  /** Like `publishBatch` but never waits; returns how many events every queue took. */
+  /**
+   * Like `publishBatch` but never waits; returns how many events every queue took. A batch that
+   * mixes JSON data and `Uint8Array`s is published event by event.
+   */
   tryPublishBatch<K extends keyof E & string>(
     events: ReadonlyArray<{ type: K; data: DataOf<E, K> }>,
     options?: { ctx?: Context },
   ): number {
     const ctx = options?.ctx;
-    const [topics, json] = this.#encodeBatch(events);
+    const encoded = this.#encodeBatch(events);
+    if (encoded === null) {
+      let took = 0;
+      for (const e of events) took += this.tryPublish(e.type, e.data, options) ? 1 : 0;
+      return took;
+    }
+    const [topics, data, ends] = encoded;
     const id = topics.length === 1 ? this.#topicId(topics[0]!) : null;
     const tps = this.#batchTraceparents(events);
     const n = this.#call(() =>
       id === null
-        ? this.#native.tryPublishBatch(topics, json, ctx?.native, tps)
+        ? this.#native.tryPublishBatch(topics, data, ctx?.native, tps, ends)
         : ctx === undefined && tps === undefined
-          ? this.#fast.tryPublishBatch(id, json)
-          : tryPublishBatchTo(this.#handle, id, json, ctx?.native, tps),
+          ? this.#fast.tryPublishBatch(id, data, ends)
+          : tryPublishBatchTo(this.#handle, id, data, ctx?.native, tps, ends),
     );
     if (ctx) rememberContext(ctx);
     return n;
   }
 
-  #encodeBatch(events: ReadonlyArray<{ type: string; data: unknown }>): [string[], string] {
+  /**
+   * A batch as the core takes it: its topics (one if all share it) and its data — one JSON array
+   * for JSON data, or for byte arrays one buffer with each event's end offset. `null` for a batch
+   * mixing both.
+   */
+  #encodeBatch(
+    events: ReadonlyArray<{ type: string; data: unknown }>,
+  ): [string[], string | Uint8Array, Uint32Array | undefined] | null {
     if (!Array.isArray(events)) throw new InvalidArgument('publishBatch takes an array of { type, data }');
     // One pass: this runs per event of every batch.
     const n = events.length;
     const first = n > 0 ? events[0]!.type : undefined;
+    const packed = n > 0 && events[0]!.data instanceof Uint8Array;
     const data = new Array<unknown>(n);
     let same = true;
+    let bytes = 0;
     for (let i = 0; i < n; i++) {
       const e = events[i]!;
       const d = e.data;
-      if (d instanceof Uint8Array) {
-        throw new EncodeError('tryPublishBatch carries JSON data only; publish byte arrays one by one');
-      }
+      if (d instanceof Uint8Array !== packed) return null;
       if (e.type !== first) same = false;
+      if (packed) bytes += (d as Uint8Array).length;
       data[i] = d === undefined ? null : d;
     }
     const topics = same && first !== undefined ? [first] : events.map((e) => e.type);
-    return [topics, encode(data)];
+    if (!packed) return [topics, encode(data), undefined];
+    const buffer = new Uint8Array(bytes);
+    const ends = new Uint32Array(n);
+    let at = 0;
+    for (let i = 0; i < n; i++) {
+      const d = data[i] as Uint8Array;
+      buffer.set(d, at);
+      ends[i] = at += d.length;
+    }
+    return [topics, buffer, ends];
   }
 
   /**

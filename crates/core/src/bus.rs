@@ -1,6 +1,7 @@
 //! The bus: validates and stamps events, routes them to subscriptions, and applies each
 //! subscription's overflow policy. Publishing never takes a lock on the route table.
 
+use crate::batch::BatchData;
 use crate::context::{unix_now_ms, Context};
 use crate::delivery::{dead_letter, DeadLetterStats, DeliveryEnv, Guarantee, SettleHook};
 use crate::filter::FilterChain;
@@ -614,15 +615,16 @@ impl Bus {
         }))
     }
 
-    /// A batch on one interned topic from one JSON array: one clock read for the batch.
-    pub fn make_batch_interned(&self, topic: u32, json_array: &[u8], ctx: Option<&Context>) -> Result<Vec<Arc<Event>>> {
-        let parts = crate::json::split_array(json_array)
-            .ok_or_else(|| Error::new(ErrorKind::Encode, "batch data is not a JSON array"))?;
+    /// A batch on one interned topic (a JSON array or packed byte arrays): one clock read for
+    /// the batch.
+    pub fn make_batch_interned(&self, topic: u32, data: BatchData<'_>, ctx: Option<&Context>) -> Result<Vec<Arc<Event>>> {
+        let (parts, encoding) = data.parts()?;
+        let bytes = data.bytes();
         let now = unix_now_ms();
         let name = self.router.topic(topic).ok_or_else(|| unknown_topic(topic))?;
         parts
             .into_iter()
-            .map(|r| self.event_on(name.clone(), topic, json_array[r].to_vec(), Encoding::Json, ctx, now))
+            .map(|r| self.event_on(name.clone(), topic, bytes[r].to_vec(), encoding, ctx, now))
             .collect()
     }
 
@@ -829,11 +831,12 @@ impl Bus {
         self.publish_event(ev, ctx)
     }
 
-    /// Builds the events of a batch from one JSON array of data (one `JSON.stringify` on the JS
-    /// side for the whole batch). `topics` holds one topic for all, or one per element.
-    pub fn make_batch(&self, topics: &[String], json_array: &[u8], ctx: Option<&Context>) -> Result<Vec<Arc<Event>>> {
-        let parts = crate::json::split_array(json_array)
-            .ok_or_else(|| Error::new(ErrorKind::Encode, "batch data is not a JSON array"))?;
+    /// Builds the events of a batch from one buffer: a JSON array of data (one `JSON.stringify`
+    /// on the JS side for the whole batch) or packed byte arrays. `topics` holds one topic for
+    /// all, or one per event.
+    pub fn make_batch(&self, topics: &[String], data: BatchData<'_>, ctx: Option<&Context>) -> Result<Vec<Arc<Event>>> {
+        let (parts, encoding) = data.parts()?;
+        let bytes = data.bytes();
         if topics.len() != 1 && topics.len() != parts.len() {
             return Err(Error::invalid(format!("batch has {} events but {} topics", parts.len(), topics.len())));
         }
@@ -842,7 +845,8 @@ impl Bus {
             .enumerate()
             .map(|(i, r)| {
                 let topic = if topics.len() == 1 { &topics[0] } else { &topics[i] };
-                self.make_event(EventInit { topic: topic.clone(), data: json_array[r].to_vec(), ..Default::default() }, ctx)
+                let init = EventInit { topic: topic.clone(), data: bytes[r].to_vec(), encoding: Some(encoding), ..Default::default() };
+                self.make_event(init, ctx)
             })
             .collect()
     }

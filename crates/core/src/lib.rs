@@ -3,6 +3,7 @@
 //! N-API or Wasmtime, so every rule here is tested with `cargo test` alone.
 
 pub mod audit;
+pub mod batch;
 pub mod bus;
 pub mod codec;
 pub mod context;
@@ -19,6 +20,7 @@ pub mod queue;
 pub mod router;
 pub mod subscription;
 
+pub use batch::BatchData;
 pub use bus::{Bus, BusOptions, BusStats, Delivery, PendingBatch, PendingPublish, Totals};
 pub use context::{Context, Deadline};
 pub use delivery::{Delivered, DeliveryOptions, Disposition, Outcome, SettleHook};

@@ -1,7 +1,7 @@
 //! The interned-topic fast path routes exactly like publishing by name, and stays current as
 //! subscriptions come and go.
 
-use sluice_core::{Bus, BusOptions, Encoding, EventInit, Overflow, MAX_INTERNED_TOPICS};
+use sluice_core::{BatchData, Bus, BusOptions, Encoding, EventInit, Overflow, MAX_INTERNED_TOPICS};
 use std::sync::Arc;
 
 fn drain(sub: &sluice_core::Subscription) -> Vec<String> {
@@ -38,10 +38,10 @@ fn interned_batches_keep_order_and_route_once() {
     let bus = Bus::new(BusOptions::default()).unwrap();
     let sub = bus.subscribe("t.*", bus.subscribe_options()).unwrap();
     let id = bus.intern_topic("t.x").unwrap().unwrap();
-    let events = bus.make_batch_interned(id, br#"[1, {"a":2}, "three"]"#, None).unwrap();
+    let events = bus.make_batch_interned(id, BatchData::Json(br#"[1, {"a":2}, "three"]"#), None).unwrap();
     assert_eq!(bus.try_publish_batch(events).unwrap(), 3);
     assert_eq!(drain(&sub), ["1", r#"{"a":2}"#, r#""three""#]);
-    assert_eq!(bus.make_batch_interned(id, b"nope", None).unwrap_err().code(), "ERR_ENCODE");
+    assert_eq!(bus.make_batch_interned(id, BatchData::Json(b"nope"), None).unwrap_err().code(), "ERR_ENCODE");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Waiting for space without a thread: `try_progress` + `on_progress`, as the JS binding uses it.
 
-use sluice_core::{Bus, BusOptions, Context, Delivery, EventInit, Overflow, PendingPublish};
+use sluice_core::{BatchData, Bus, BusOptions, Context, Delivery, EventInit, Overflow, PendingPublish};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -81,7 +81,7 @@ fn an_ended_context_or_a_close_ends_the_wait_and_is_counted() {
 fn a_batch_progresses_in_order() {
     let bus = Arc::new(bus());
     let sub = bus.subscribe("t", bus.subscribe_options()).unwrap();
-    let events = bus.make_batch(&["t".to_string()], b"[1,2,3]", None).unwrap();
+    let events = bus.make_batch(&["t".to_string()], BatchData::Json(b"[1,2,3]"), None).unwrap();
     let mut batch = bus.publish_batch(events, None).unwrap().expect("the second event waits");
     let mut got = Vec::new();
     loop {

@@ -231,16 +231,16 @@ fn filter_chain_turns_events_away_and_counts_them() {
 #[test]
 fn make_batch_splits_one_json_array() {
     let bus = bus(16, Overflow::DropNewest);
-    let evs = bus.make_batch(&["b.one".into()], br#"[{"a":1}, "x,y", [1,2], null]"#, None).unwrap();
+    let evs = bus.make_batch(&["b.one".into()], BatchData::Json(br#"[{"a":1}, "x,y", [1,2], null]"#), None).unwrap();
     assert_eq!(evs.len(), 4);
     assert!(evs.iter().all(|e| &*e.topic == "b.one"));
     assert_eq!(evs.iter().map(data_str).collect::<Vec<_>>(), vec![r#"{"a":1}"#, r#""x,y""#, "[1,2]", "null"]);
-    let evs = bus.make_batch(&["b.x".into(), "b.y".into()], b"[1,2]", None).unwrap();
+    let evs = bus.make_batch(&["b.x".into(), "b.y".into()], BatchData::Json(b"[1,2]"), None).unwrap();
     assert_eq!(evs.iter().map(|e| &*e.topic).collect::<Vec<_>>(), vec!["b.x", "b.y"]);
-    assert!(bus.make_batch(&["b.x".into()], b"[]", None).unwrap().is_empty());
+    assert!(bus.make_batch(&["b.x".into()], BatchData::Json(b"[]"), None).unwrap().is_empty());
     let code = |topics: &[&str], json: &[u8]| {
         let t: Vec<String> = topics.iter().map(|s| s.to_string()).collect();
-        bus.make_batch(&t, json, None).err().map(|e| e.code())
+        bus.make_batch(&t, BatchData::Json(json), None).err().map(|e| e.code())
     };
     assert_eq!(code(&["b.x", "b.y"], b"[1,2,3]"), Some("ERR_INVALID_ARG"));
     assert_eq!(code(&[], b"[1]"), Some("ERR_INVALID_ARG"));
@@ -250,14 +250,31 @@ fn make_batch_splits_one_json_array() {
     assert_eq!(code(&["b.*"], b"[1]"), Some("ERR_INVALID_ARG"));
     let c = Context::background().with_cancel();
     c.cancel(None);
-    assert_eq!(bus.make_batch(&["b.x".into()], b"[1]", Some(&c)).unwrap_err().code(), "ERR_CANCELED");
+    assert_eq!(bus.make_batch(&["b.x".into()], BatchData::Json(b"[1]"), Some(&c)).unwrap_err().code(), "ERR_CANCELED");
+}
+
+#[test]
+fn make_batch_cuts_packed_byte_arrays_into_binary_events() {
+    let bus = bus(16, Overflow::DropNewest);
+    let data = BatchData::Packed { bytes: b"\x00\x01abc", ends: &[2, 2, 5] };
+    let evs = bus.make_batch(&["b.one".into()], data, None).unwrap();
+    assert!(evs.iter().all(|e| e.encoding == Encoding::Binary));
+    assert_eq!(evs.iter().map(|e| &*e.data).collect::<Vec<_>>(), vec![&b"\x00\x01"[..], b"", b"abc"]);
+    let id = bus.intern_topic("b.two").unwrap().unwrap();
+    let evs = bus.make_batch_interned(id, BatchData::Packed { bytes: b"xy", ends: &[1, 2] }, None).unwrap();
+    assert_eq!(evs.iter().map(|e| (&*e.topic, &*e.data, e.encoding)).collect::<Vec<_>>(), vec![("b.two", &b"x"[..], Encoding::Binary), ("b.two", b"y", Encoding::Binary)]);
+    let topics = ["b.x".to_string(), "b.y".to_string()];
+    let mismatch = bus.make_batch(&topics, BatchData::Packed { bytes: b"xyz", ends: &[1, 2, 3] }, None);
+    assert_eq!(mismatch.unwrap_err().code(), "ERR_INVALID_ARG");
+    let short = bus.make_batch(&topics, BatchData::Packed { bytes: b"xyz", ends: &[1, 2] }, None);
+    assert_eq!(short.unwrap_err().code(), "ERR_ENCODE");
 }
 
 #[test]
 fn trace_batch_gives_each_event_its_own_traceparent() {
     let bus = bus(16, Overflow::DropNewest);
     let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let mut evs = bus.make_batch(&["b.x".into()], b"[1,2,3]", None).unwrap();
+    let mut evs = bus.make_batch(&["b.x".into()], BatchData::Json(b"[1,2,3]"), None).unwrap();
     Bus::trace_batch(&mut evs, &[tp.into(), String::new(), tp.replace("-01", "-00")]).unwrap();
     let tps: Vec<_> = evs.iter().map(|e| e.traceparent.as_deref()).collect();
     assert_eq!(tps, vec![Some(tp), None, Some(&*tp.replace("-01", "-00"))]);

@@ -4,10 +4,10 @@ use crate::deployment::DeployTask;
 use crate::guard::guard;
 use crate::pending::{NativePending, Waiting};
 use crate::subscription::NativeSubscription;
-use napi::bindgen_prelude::{AsyncTask, Either, External, Uint8Array};
+use napi::bindgen_prelude::{AsyncTask, Either, External, Uint32Array, Uint8Array};
 use napi_derive::napi;
 use sluice_core::overflow::validate_capacity;
-use sluice_core::{Bus, BusOptions, Delivery, Encoding, Event, EventInit, FilterChain, Fsync, JournalConfig, Overflow, Published};
+use sluice_core::{BatchData, Bus, BusOptions, Delivery, Encoding, Event, EventInit, FilterChain, Fsync, JournalConfig, Overflow, Published};
 use sluice_sandbox::{DeploySpec, Deployments, Isolation, SandboxOptions};
 use std::sync::Arc;
 
@@ -126,6 +126,19 @@ fn init(topic: String, data: Vec<u8>, encoding: Encoding, attrs: Option<PublishA
 }
 
 /// A batch with the traceparents a tracing observer injected (one per event, `""` for none).
+/// A batch's data as JS passes it: the text of a JSON array, or byte arrays packed end to end
+/// with `ends`, each event's end offset.
+pub(crate) type BatchArg = Either<String, Uint8Array>;
+
+pub(crate) fn batch_data<'a>(data: &'a BatchArg, ends: &'a Option<Uint32Array>) -> sluice_core::Result<BatchData<'a>> {
+    match (data, ends) {
+        (Either::A(json), None) => Ok(BatchData::Json(json.as_bytes())),
+        (Either::B(bytes), Some(ends)) => Ok(BatchData::Packed { bytes: &bytes[..], ends: &ends[..] }),
+        (Either::A(_), Some(_)) => Err(sluice_core::Error::invalid("a JSON batch takes no end offsets")),
+        (Either::B(_), None) => Err(sluice_core::Error::invalid("a packed batch needs its end offsets (Uint32Array)")),
+    }
+}
+
 fn traced(mut events: Vec<Arc<Event>>, traceparents: Option<Vec<String>>) -> sluice_core::Result<Vec<Arc<Event>>> {
     if let Some(tps) = traceparents {
         Bus::trace_batch(&mut events, &tps)?;
@@ -233,18 +246,19 @@ impl NativeBus {
         })
     }
 
-    /// `topics` has one topic for all events or one per element of the JSON array `json`.
+    /// `topics` has one topic for all events or one per event of `data` (see `BatchArg`).
     #[napi]
     pub fn publish_batch(
         &self,
         topics: Vec<String>,
-        json: String,
+        #[napi(ts_arg_type = "string | Uint8Array")] data: BatchArg,
         ctx: Option<&NativeContext>,
         traceparents: Option<Vec<String>>,
+        ends: Option<Uint32Array>,
     ) -> napi::Result<Option<NativePending>> {
         guard(|| {
             let c = ctx.map(|c| &c.inner);
-            let events = traced(self.inner.make_batch(&topics, json.as_bytes(), c)?, traceparents)?;
+            let events = traced(self.inner.make_batch(&topics, batch_data(&data, &ends)?, c)?, traceparents)?;
             Ok(self.inner.publish_batch(events, c)?.map(|b| NativePending::new(Waiting::Batch(b, self.inner.clone()))))
         })
     }
@@ -254,13 +268,14 @@ impl NativeBus {
     pub fn try_publish_batch(
         &self,
         topics: Vec<String>,
-        json: String,
+        #[napi(ts_arg_type = "string | Uint8Array")] data: BatchArg,
         ctx: Option<&NativeContext>,
         traceparents: Option<Vec<String>>,
+        ends: Option<Uint32Array>,
     ) -> napi::Result<u32> {
         guard(|| {
             let c = ctx.map(|c| &c.inner);
-            let events = traced(self.inner.make_batch(&topics, json.as_bytes(), c)?, traceparents)?;
+            let events = traced(self.inner.make_batch(&topics, batch_data(&data, &ends)?, c)?, traceparents)?;
             self.inner.try_publish_batch(events)
         })
     }
@@ -371,7 +386,7 @@ impl NativeBus {
     /// `tryPublish`/`tryPublishBatch` for interned topics without a Context, as hand-written
     /// N-API functions bound to this bus (see `fast.rs` for why).
     #[napi(
-        ts_return_type = "{ tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, json: string): number; publish(topic: number, data: string | Uint8Array): NativePending | number | null }"
+        ts_return_type = "{ tryPublish(topic: number, data: string | Uint8Array): boolean; tryPublishBatch(topic: number, data: string | Uint8Array, ends?: Uint32Array): number; publish(topic: number, data: string | Uint8Array): NativePending | number | null }"
     )]
     pub fn fast_publish(&self) -> crate::fast::FastPublish {
         crate::fast::FastPublish(self.inner.clone())
@@ -468,13 +483,14 @@ pub fn publish_bytes_to(
 pub fn try_publish_batch_to(
     #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
     topic: u32,
-    json: String,
+    #[napi(ts_arg_type = "string | Uint8Array")] data: BatchArg,
     ctx: Option<&NativeContext>,
     traceparents: Option<Vec<String>>,
+    ends: Option<Uint32Array>,
 ) -> napi::Result<u32> {
     guard(|| {
         let c = ctx.map(|c| &c.inner);
-        bus.try_publish_batch(traced(bus.make_batch_interned(topic, json.as_bytes(), c)?, traceparents)?)
+        bus.try_publish_batch(traced(bus.make_batch_interned(topic, batch_data(&data, &ends)?, c)?, traceparents)?)
     })
 }
 
@@ -483,13 +499,14 @@ pub fn try_publish_batch_to(
 pub fn publish_batch_to(
     #[napi(ts_arg_type = "ExternalObject<'BusHandle'>")] bus: &External<Arc<Bus>>,
     topic: u32,
-    json: String,
+    #[napi(ts_arg_type = "string | Uint8Array")] data: BatchArg,
     ctx: Option<&NativeContext>,
     traceparents: Option<Vec<String>>,
+    ends: Option<Uint32Array>,
 ) -> napi::Result<Option<NativePending>> {
     guard(|| {
         let c = ctx.map(|c| &c.inner);
-        let events = traced(bus.make_batch_interned(topic, json.as_bytes(), c)?, traceparents)?;
+        let events = traced(bus.make_batch_interned(topic, batch_data(&data, &ends)?, c)?, traceparents)?;
         Ok(bus.publish_batch(events, c)?.map(|b| NativePending::new(Waiting::Batch(b, (**bus).clone()))))
     })
 }

@@ -16,7 +16,7 @@ use crate::bus::{published, PublishResult};
 use crate::guard::{guard, to_js};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
-use sluice_core::{Bus, Encoding};
+use sluice_core::{BatchData, Bus, Encoding};
 use std::ffi::{c_void, CString};
 use std::ptr;
 use std::sync::Arc;
@@ -84,13 +84,26 @@ unsafe extern "C" fn publish(env: sys::napi_env, info: sys::napi_callback_info) 
     unsafe { finish(env, run()) }
 }
 
-/// `tryPublishBatch(topicId, jsonArray: string): number`.
+/// `tryPublishBatch(topicId, data: string, ends?: Uint32Array): number` — `data` is a JSON
+/// array's text, or a `Uint8Array` of byte arrays packed end to end with `ends`.
 unsafe extern "C" fn try_publish_batch(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     let run = || -> napi::Result<sys::napi_value> {
-        let (bus, [topic, json]) = unsafe { args::<2>(env, info) }?;
+        let (bus, [topic, data, ends]) = unsafe { args::<3>(env, info, 2) }?;
         let topic = unsafe { u32_arg(env, topic) }?;
-        let json = unsafe { utf8_arg(env, json) }?;
-        let n = guard(|| bus.try_publish_batch(bus.make_batch_interned(topic, &json, None)?))?;
+        let n = match unsafe { typed_array(env, data) }? {
+            None => {
+                let json = unsafe { utf8_arg(env, data) }?;
+                guard(|| bus.try_publish_batch(bus.make_batch_interned(topic, BatchData::Json(&json), None)?))?
+            }
+            Some(bytes) => {
+                let bytes = unsafe { bytes.elements::<u8>(sys::TypedarrayType::uint8_array) }
+                    .ok_or_else(|| encode_error("packed batch data must be a Uint8Array"))?;
+                let ends = unsafe { typed_array(env, ends) }?
+                    .and_then(|a| unsafe { a.elements::<u32>(sys::TypedarrayType::uint32_array) })
+                    .ok_or_else(|| to_js(sluice_core::Error::invalid("a packed batch needs its end offsets (Uint32Array)")))?;
+                guard(|| bus.try_publish_batch(bus.make_batch_interned(topic, BatchData::Packed { bytes, ends }, None)?))?
+            }
+        };
         let mut out = ptr::null_mut();
         check(unsafe { sys::napi_create_uint32(env, n, &mut out) })?;
         Ok(out)
@@ -101,7 +114,7 @@ unsafe extern "C" fn try_publish_batch(env: sys::napi_env, info: sys::napi_callb
 /// The bus and the `(topicId, data)` arguments of `tryPublish` / `publish`: a `Uint8Array` is
 /// binary data, a string JSON text.
 unsafe fn event_args<'a>(env: sys::napi_env, info: sys::napi_callback_info) -> napi::Result<(&'a Bus, u32, Vec<u8>, Encoding)> {
-    let (bus, [topic, data]) = unsafe { args::<2>(env, info) }?;
+    let (bus, [topic, data]) = unsafe { args::<2>(env, info, 2) }?;
     let topic = unsafe { u32_arg(env, topic) }?;
     let (bytes, encoding) = match unsafe { bytes_arg(env, data) }? {
         Some(bytes) => (bytes, Encoding::Binary),
@@ -110,17 +123,19 @@ unsafe fn event_args<'a>(env: sys::napi_env, info: sys::napi_callback_info) -> n
     Ok((bus, topic, bytes, encoding))
 }
 
-/// The bus bound to this function and its first `N` arguments (missing ones are `undefined`).
+/// The bus bound to this function and its first `N` arguments, of which the first `required`
+/// must be given (missing ones are `undefined`).
 unsafe fn args<'a, const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
+    required: usize,
 ) -> napi::Result<(&'a Bus, [sys::napi_value; N])> {
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
     let mut data = ptr::null_mut();
     check(unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), &mut data) })?;
-    if argc < N {
-        return Err(to_js(sluice_core::Error::invalid(format!("expected {N} arguments, got {argc}"))));
+    if argc < required {
+        return Err(to_js(sluice_core::Error::invalid(format!("expected {required} arguments, got {argc}"))));
     }
     // The function holds a strong reference until its finalizer runs, which cannot happen
     // while the function is executing.
@@ -135,25 +150,50 @@ unsafe fn u32_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<u32> {
     }
 }
 
-/// The bytes of a `Uint8Array` (copied: the event outlives the call), or `None` if `v` is not one.
-unsafe fn bytes_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<Option<Vec<u8>>> {
+/// A typed array's elements, borrowed for the duration of the call.
+struct TypedArray {
+    kind: sys::napi_typedarray_type,
+    data: *const c_void,
+    len: usize,
+}
+
+impl TypedArray {
+    /// The elements as `T`, if the array is of type `kind`.
+    /// SAFETY: `T` must be the element type of `kind`; the slice must not outlive the call.
+    unsafe fn elements<'a, T>(&self, kind: sys::napi_typedarray_type) -> Option<&'a [T]> {
+        if self.kind != kind {
+            return None;
+        }
+        // An empty view may have a dangling or null data pointer.
+        Some(if self.len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(self.data.cast(), self.len) } })
+    }
+}
+
+/// `v` as a typed array, or `None` if it is not one.
+unsafe fn typed_array(env: sys::napi_env, v: sys::napi_value) -> napi::Result<Option<TypedArray>> {
     // No separate napi_is_typedarray: get_typedarray_info refuses anything else with
     // napi_invalid_arg, and its own checks are what we need.
     let (mut kind, mut len, mut data) = (0, 0usize, ptr::null_mut());
-    match unsafe {
-        sys::napi_get_typedarray_info(env, v, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut())
-    } {
-        sys::Status::napi_ok => {}
-        sys::Status::napi_invalid_arg => return Ok(None),
-        status => check(status)?,
+    let status =
+        unsafe { sys::napi_get_typedarray_info(env, v, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut()) };
+    if status == sys::Status::napi_invalid_arg {
+        return Ok(None);
     }
-    if kind != sys::TypedarrayType::uint8_array {
-        return Err(to_js(sluice_core::Error::new(sluice_core::ErrorKind::Encode, "binary data must be a Uint8Array")));
-    }
-    if len == 0 {
-        return Ok(Some(Vec::new()));
-    }
-    Ok(Some(unsafe { std::slice::from_raw_parts(data as *const u8, len) }.to_vec()))
+    check(status)?;
+    Ok(Some(TypedArray { kind, data, len }))
+}
+
+/// The bytes of a `Uint8Array` (copied: the event outlives the call), or `None` if `v` is not a
+/// typed array.
+unsafe fn bytes_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<Option<Vec<u8>>> {
+    let Some(array) = unsafe { typed_array(env, v) }? else { return Ok(None) };
+    let bytes = unsafe { array.elements::<u8>(sys::TypedarrayType::uint8_array) }
+        .ok_or_else(|| encode_error("binary data must be a Uint8Array"))?;
+    Ok(Some(bytes.to_vec()))
+}
+
+fn encode_error(message: &str) -> napi::Error {
+    to_js(sluice_core::Error::new(sluice_core::ErrorKind::Encode, message))
 }
 
 /// The UTF-8 bytes of a JS string.
