@@ -461,7 +461,7 @@ async function latency(saturating) {
 
 function rustBenches() {
   const out = {};
-  for (const b of ['route_churn', 'filters']) {
+  for (const b of ['route_churn', 'filters', 'publish']) {
     console.log(`\n$ cargo bench -p sluice-core --bench ${b}`);
     const t0 = Date.now();
     const r = spawnSync('cargo', ['bench', '-p', 'sluice-core', '--bench', b], {
