@@ -296,10 +296,17 @@ fn compare_raw(raw: &[u8], op: Op, expected: &Expected) -> bool {
                 None => op == Op::Ne,
             }
         }
-        Expected::Str(_) => match json::string_contents(raw) {
-            Some(s) => compare_str(&s, op, expected),
-            None => op == Op::Ne,
-        },
+        Expected::Str(x) => {
+            // (In)equality of a string without escapes is a byte compare: no decoding, and no
+            // UTF-8 check, as bytes equal to the (valid) expected string are valid themselves.
+            if let (Op::Eq | Op::Ne, Some(bytes)) = (op, json::plain_string(raw)) {
+                return (bytes == x.as_bytes()) == (op == Op::Eq);
+            }
+            match json::string_contents(raw) {
+                Some(s) => compare_str(&s, op, expected),
+                None => op == Op::Ne,
+            }
+        }
         Expected::Bool(b) => {
             let is = if *b { &b"true"[..] } else { &b"false"[..] };
             (raw == is) == (op == Op::Eq)

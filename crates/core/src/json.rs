@@ -104,6 +104,14 @@ pub fn value_end(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
+/// The bytes between the quotes of a string token that holds no escapes; `None` for any other
+/// token (escaped strings need [`string_contents`]).
+#[inline]
+pub fn plain_string(token: &[u8]) -> Option<&[u8]> {
+    let inner = token.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    (!inner.contains(&b'\\')).then_some(inner)
+}
+
 /// The raw bytes of a JSON string token's contents, decoded only if it holds escapes.
 pub fn string_contents(token: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     if token.len() < 2 || token[0] != b'"' || token[token.len() - 1] != b'"' {

@@ -209,9 +209,18 @@ impl PathSet {
 /// skipped, found inline.
 #[inline(always)]
 fn skip_value(doc: &[u8], i: usize) -> Option<usize> {
-    match doc.get(i) {
-        Some(b'"') => string_end_escaped(doc, i).map(|(end, _)| end),
-        _ => value_end(doc, i),
+    match doc.get(i)? {
+        b'"' => string_end_escaped(doc, i).map(|(end, _)| end),
+        b'{' | b'[' => value_end(doc, i),
+        // A number or literal: up to the next delimiter, as `value_end` reads it.
+        _ => {
+            let len = doc[i..].iter().position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'));
+            match len {
+                Some(0) => None,
+                Some(n) => Some(i + n),
+                None => Some(doc.len()),
+            }
+        }
     }
 }
 
