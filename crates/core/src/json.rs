@@ -138,20 +138,33 @@ fn short_decimal(raw: &[u8]) -> Option<f64> {
         (b'-', rest) => (true, rest),
         _ => (false, raw),
     };
-    // `m`: the digits as an integer; `whole`: how many come before the dot, once seen.
-    let (mut m, mut n, mut whole) = (0u64, 0usize, None);
-    for &c in digits {
-        match c {
-            b'0'..=b'9' if n < 15 => {
-                m = m * 10 + (c - b'0') as u64;
-                n += 1;
-            }
-            b'.' if whole.is_none() && n > 0 => whole = Some(n),
-            _ => return None,
+    // At most 15 digits and a dot: the digits fit a u64 while they are read.
+    if digits.len() > 16 {
+        return None;
+    }
+    let mut m = 0u64;
+    let mut i = 0;
+    while let Some(d) = digits.get(i).and_then(|c| c.checked_sub(b'0')).filter(|d| *d <= 9) {
+        m = m * 10 + d as u64;
+        i += 1;
+    }
+    let whole = i;
+    let mut fraction = 0;
+    if i < digits.len() {
+        if whole == 0 || digits[i] != b'.' {
+            return None;
+        }
+        i += 1;
+        while let Some(d) = digits.get(i).and_then(|c| c.checked_sub(b'0')).filter(|d| *d <= 9) {
+            m = m * 10 + d as u64;
+            i += 1;
+        }
+        fraction = i - whole - 1;
+        if fraction == 0 || i < digits.len() {
+            return None;
         }
     }
-    let fraction = n - whole.unwrap_or(n);
-    if n == 0 || whole == Some(n) {
+    if whole == 0 || whole + fraction > 15 {
         return None;
     }
     let v = m as f64 / POW10[fraction];
