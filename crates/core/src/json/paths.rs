@@ -214,12 +214,11 @@ fn skip_value(doc: &[u8], i: usize) -> Option<usize> {
         b'{' | b'[' => value_end(doc, i),
         // A number or literal: up to the next delimiter, as `value_end` reads it.
         _ => {
-            let len = doc[i..].iter().position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'));
-            match len {
-                Some(0) => None,
-                Some(n) => Some(i + n),
-                None => Some(doc.len()),
+            let mut j = i;
+            while j < doc.len() && !matches!(doc[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                j += 1;
             }
+            (j > i).then_some(j)
         }
     }
 }
