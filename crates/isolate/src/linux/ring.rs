@@ -13,8 +13,11 @@
 //! side keeps its own position and the last position it saw of the peer in private memory
 //! (`Local`), so a push reads the consumer's `head` line only when the ring looks full and a
 //! pop reads the producer's `tail` line only when it looks empty (one cache-line transfer per
-//! batch, not per record). Pushing and popping do not wake the peer: the side that wrote calls
-//! `notify` / `notify_space` once per batch (a fence and one load; a futex wake only if the
+//! batch, not per record). A producer that moves a batch can `stage` its records and make them
+//! visible with one `publish` (one store to the shared `tail` line per batch instead of one per
+//! record: a consumer polling that line would otherwise pull it across cores once per record).
+//! Pushing and popping do not wake the peer: the side that wrote calls `notify` (which
+//! publishes) / `notify_space` once per batch (a fence and one load; a futex wake only if the
 //! peer sleeps), and always before it waits itself.
 
 use std::io;
@@ -217,9 +220,19 @@ impl Ring<'_> {
         unsafe { std::ptr::read_volatile(self.data.add(off) as *const u32) }
     }
 
-    /// Producer: appends a record of `len` bytes written by `fill`. `Ok(false)` when full.
-    /// Does not wake the consumer: call `notify` after the batch.
+    /// Producer: appends a record of `len` bytes written by `fill` and publishes it.
+    /// `Ok(false)` when full. Does not wake the consumer: call `notify` after the batch.
     pub fn try_push(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<bool, Corrupt> {
+        let pushed = self.stage(len, fill)?;
+        if pushed {
+            self.publish();
+        }
+        Ok(pushed)
+    }
+
+    /// Producer: writes a record of `len` bytes like `try_push` but leaves it invisible to the
+    /// consumer until `publish` (or `notify`, `wait_space`). `Ok(false)` when full.
+    pub fn stage(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<bool, Corrupt> {
         assert!(len <= self.max_record());
         let tail = self.local.tail.load(Ordering::Relaxed);
         let need = padded(len) as u64;
@@ -241,14 +254,19 @@ impl Ring<'_> {
         }
         self.write_u32(start, len as u32);
         self.local.tail.store(start + need, Ordering::Relaxed);
-        self.header.tail.store(start + need, Ordering::Release);
         Ok(true)
     }
 
-    /// Producer: wakes the consumer if it sleeps. Once after a batch of pushes, and before the
-    /// producer waits for anything (no lost wake-up: the consumer raises its flag before its
-    /// last emptiness check, we publish `tail` before looking at the flag).
+    /// Producer: makes every staged record visible to the consumer (one release store).
+    pub fn publish(&self) {
+        self.header.tail.store(self.local.tail.load(Ordering::Relaxed), Ordering::Release);
+    }
+
+    /// Producer: publishes, and wakes the consumer if it sleeps. Once after a batch of pushes,
+    /// and before the producer waits for anything (no lost wake-up: the consumer raises its
+    /// flag before its last emptiness check, we publish `tail` before looking at the flag).
     pub fn notify(&self) {
+        self.publish();
         fence(Ordering::SeqCst);
         if self.header.consumer_sleeping.load(Ordering::Relaxed) != 0 {
             self.header.consumer_sleeping.store(0, Ordering::Relaxed);
@@ -378,6 +396,34 @@ mod tests {
             assert!(out[4..].iter().all(|b| *b == i as u8));
         }
         producer.join().unwrap();
+    }
+
+    #[test]
+    fn staged_records_stay_invisible_until_published_and_keep_their_order() {
+        let (shm, _fd) = Shm::create(4096).unwrap();
+        let r = shm.requests();
+        let mut out = Vec::new();
+        for i in 0..3u8 {
+            assert!(r.stage(5, |b| b.fill(i)).unwrap());
+        }
+        assert!(!r.try_pop(&mut out).unwrap(), "nothing published yet");
+        assert!(r.is_empty());
+        r.publish();
+        for i in 0..3u8 {
+            assert!(r.try_pop(&mut out).unwrap());
+            assert_eq!(out, vec![i; 5]);
+        }
+        assert!(!r.try_pop(&mut out).unwrap());
+        // Staging counts against the space like pushing: a full ring refuses either way.
+        let mut n = 0;
+        while r.stage(1000, |b| b.fill(7)).unwrap() {
+            n += 1;
+        }
+        assert_eq!(n, 4);
+        assert!(!r.try_push(1000, |b| b.fill(7)).unwrap());
+        r.notify();
+        assert!(r.try_pop(&mut out).unwrap());
+        assert_eq!(out.len(), 1000);
     }
 
     #[test]

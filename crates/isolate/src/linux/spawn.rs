@@ -119,6 +119,8 @@ pub struct Helper {
     started_in: Duration,
     /// Last look at the pidfd from a non-waiting `poll` (a syscall: not on every empty poll).
     checked_at: Instant,
+    /// Requests staged by `submit` that the helper has not been told about (see `announce`).
+    unannounced: bool,
 }
 
 /// A `poll` that finds the completion ring empty looks at the pidfd at most this often (death
@@ -232,6 +234,7 @@ impl Helper {
             survived: None,
             started_in: Duration::ZERO,
             checked_at: Instant::now(),
+            unannounced: false,
         };
         let load = protocol::encode_load(module, options, RING_CAPACITY);
         if protocol::write_frame(&mut helper.ctl, tag::LOAD, &load).is_err() {
@@ -288,6 +291,8 @@ impl Helper {
     /// Queues one encoded envelope (docs/abi.md) for the helper without waiting. Returns its
     /// sequence number, or `None` when the request ring is full (poll, then try again). An
     /// envelope too big for the ring is sent over the socket, only when nothing is in flight.
+    /// The helper sees inline events from the next `poll` on (or `handle`), which publishes
+    /// everything submitted since the last one at once.
     pub fn submit(&mut self, envelope: &[u8], deadline: Option<Instant>) -> Result<Option<u64>, IsolateError> {
         if let Some(exit) = self.exit {
             return Err(IsolateError::Died(exit));
@@ -300,21 +305,26 @@ impl Helper {
         if !inline && self.in_flight > 0 {
             return Ok(None);
         }
-        // Inline: written straight into the ring slot (no intermediate frame).
+        // Inline: written straight into the ring slot (no intermediate frame), staged: the
+        // batch a caller submits is published, and the helper woken, once, by the next `poll`
+        // (a fence and a store to the shared `tail` line per batch instead of per event).
         let pushed = if inline {
-            ring.try_push(len + 1, |b| {
+            ring.stage(len + 1, |b| {
                 b[0] = record::INLINE;
                 protocol::write_handle(&mut b[1..], seq, left, envelope);
             })
         } else {
-            ring.try_push(1, |b| b[0] = record::ON_SOCKET)
+            ring.stage(1, |b| b[0] = record::ON_SOCKET)
         };
         match pushed {
-            Ok(true) => ring.notify(),
+            Ok(true) => self.unannounced = true,
             Ok(false) => return Ok(None),
             Err(c) => return Err(self.corrupt(c)),
         }
         if !inline {
+            // The helper must be reading the socket before we write a frame that may not fit
+            // in its buffer.
+            self.announce();
             protocol::encode_handle(&mut self.frame, seq, left, envelope);
             if protocol::write_frame(&mut self.ctl, tag::HANDLE, &self.frame).is_err() {
                 return Err(self.death_error());
@@ -325,8 +335,16 @@ impl Helper {
         Ok(Some(seq))
     }
 
+    /// Publishes what `submit` staged and wakes the helper if it sleeps.
+    fn announce(&mut self) {
+        if std::mem::take(&mut self.unannounced) {
+            self.shm.requests().notify();
+        }
+    }
+
     /// Collects completed outcomes `(seq, result)` into `out`, waiting up to `wait` for the
-    /// first one. Outcomes the helper finished before dying are still delivered; after that,
+    /// first one. Publishes the events submitted since the last poll first (every caller polls
+    /// after submitting: that is when the helper learns of them). Outcomes the helper finished before dying are still delivered; after that,
     /// `Err(Died)` reports the death (the pidfd is checked whenever the ring is idle).
     ///
     /// Waiting: spins for `SPIN_POLLS` empty polls, then yields the CPU between polls until
@@ -334,6 +352,7 @@ impl Helper {
     /// produce what we wait for), then sleeps on the ring's futex. The clock is read only once
     /// the ring is found empty.
     pub fn poll(&mut self, out: &mut Vec<(u64, HandleResult)>, wait: Duration) -> Result<usize, IsolateError> {
+        self.announce();
         let mut start = None;
         let mut empty_polls = 0u32;
         let mut got = 0;
