@@ -14,7 +14,7 @@ use crate::error::{classify, ErrorKind, SandboxError, TimeoutExceeded};
 use crate::host::{CallState, Emit, HostState, LogRecord, Policy};
 use crate::limits::{Limits, MAX_CONFIG_BYTES};
 use crate::registry::HandlerModule;
-use crate::stats::{Counters, LatencySnapshot, OutcomeCounts};
+use crate::stats::{add, Counters, LatencySnapshot, OutcomeCounts};
 use crate::topic::AllowList;
 
 /// How a deployment is run.
@@ -292,11 +292,14 @@ impl Sandbox {
             );
             return self.finish(start, Err(e), CallState::default());
         }
-        let mut inst = match self.checkout(deadline) {
+        let (mut inst, at_once) = match self.checkout(deadline) {
             Ok(i) => i,
             Err(e) => return self.finish(start, Err(e), CallState::default()),
         };
-        let result = self.call(&mut inst, envelope, deadline);
+        // An idle instance was taken without waiting: `start` is still "now" for arming the
+        // timeout (a clock read less per event). After a wait or an instantiation it is not.
+        let now = if at_once { start } else { Instant::now() };
+        let result = self.call(&mut inst, envelope, deadline, now);
         let call = std::mem::take(&mut inst.store.data_mut().call);
         match &result {
             Err(e) if e.kind().poisons_instance() => self.discard(inst),
@@ -313,6 +316,7 @@ impl Sandbox {
         inst: &mut Instance,
         envelope: &[u8],
         deadline: Instant,
+        now: Instant,
     ) -> Result<i32, SandboxError> {
         let len = i32::try_from(envelope.len()).map_err(|_| {
             SandboxError::new(
@@ -320,7 +324,7 @@ impl Sandbox {
                 "envelope larger than a guest can address",
             )
         })?;
-        self.arm(&mut inst.store, deadline)?;
+        self.arm(&mut inst.store, deadline, now)?;
         let _active = self.module.engine().ticker().enter();
         let ptr = inst
             .alloc
@@ -340,11 +344,10 @@ impl Sandbox {
     }
 
     /// Resets per-call state and sets the time and fuel budgets for the next guest call.
-    fn arm(&self, store: &mut Store<HostState>, deadline: Instant) -> Result<(), SandboxError> {
+    /// `now`: the caller's clock read, which serves the start stamp and the tick count (clock
+    /// reads showed up in profiles of the per-event path).
+    fn arm(&self, store: &mut Store<HostState>, deadline: Instant, now: Instant) -> Result<(), SandboxError> {
         let state = store.data_mut();
-        // One clock read serves both the start stamp and the tick count (clock reads showed up
-        // in profiles of the per-event path).
-        let now = Instant::now();
         state.deadline = deadline;
         state.started = now;
         state.call = CallState::default();
@@ -378,7 +381,8 @@ impl Sandbox {
             ))
         });
         // Instantiation and `sluice_init` get a full timeout of their own.
-        self.arm(&mut store, Instant::now() + self.policy.limits.timeout())?;
+        let now = Instant::now();
+        self.arm(&mut store, now + self.policy.limits.timeout(), now)?;
         let _active = engine.ticker().enter();
 
         let instance = self
@@ -430,17 +434,20 @@ impl Sandbox {
         self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn checkout(&self, deadline: Instant) -> Result<Instance, SandboxError> {
+    /// A free instance, and whether it was idle at once (no wait, no instantiation).
+    fn checkout(&self, deadline: Instant) -> Result<(Instance, bool), SandboxError> {
         let mut pool = self.lock();
+        let mut at_once = true;
         loop {
             if let Some(inst) = pool.idle.pop() {
-                return Ok(inst);
+                return Ok((inst, at_once));
             }
+            at_once = false;
             if pool.live < self.concurrency {
                 // Replace a discarded instance (or grow to `concurrency`) outside the lock.
                 pool.live += 1;
                 drop(pool);
-                return self.create_instance().inspect_err(|_| {
+                return self.create_instance().map(|i| (i, false)).inspect_err(|_| {
                     let mut pool = self.lock();
                     pool.live -= 1;
                     self.wake_one(&pool);
@@ -518,14 +525,14 @@ impl Sandbox {
             ..
         } = call;
         let emits = if outcome == Outcome::Ack {
-            c.emits_accepted.fetch_add(emits.len() as u64, Relaxed);
+            add(&c.emits_accepted, emits.len() as u64);
             emits
         } else {
-            c.emits_discarded.fetch_add(emits.len() as u64, Relaxed);
+            add(&c.emits_discarded, emits.len() as u64);
             Vec::new()
         };
-        c.emits_refused.fetch_add(u64::from(refused_emits), Relaxed);
-        c.logs_dropped.fetch_add(u64::from(dropped_logs), Relaxed);
+        add(&c.emits_refused, u64::from(refused_emits));
+        add(&c.logs_dropped, u64::from(dropped_logs));
         let elapsed = start.elapsed();
         c.latency.record(elapsed);
         HandleResult {

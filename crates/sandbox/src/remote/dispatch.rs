@@ -17,7 +17,7 @@ use crate::error::{ErrorKind, SandboxError};
 use crate::pool::Outcome;
 use crate::record;
 use crate::rollout::{Expected, Held, Rollout, Route, ShadowLink, Version, Watch};
-use crate::stats::Counters;
+use crate::stats::{add, Counters};
 
 use super::{Activation, RemoteExecutor, RemoteOutcome, RemoteState};
 
@@ -167,7 +167,10 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
             // The routing table picks exactly one version for this event (by id, topic,
             // labels), at the moment a helper takes it.
             let routed = d.rollout.route_by(&id, &ev.topic);
-            let version = routed.version().clone();
+            // Held (counted in flight) from here: one reference taken per event instead of a
+            // clone dropped again after the submit (locked instructions next to the ring
+            // writes showed up in profiles). Dropped at once if the event does not go out.
+            let version = routed.version().hold();
             let watch = routed.watch().cloned();
             let shadow = routed.shadow().filter(|(link, _)| link.is_active()).map(|(l, c)| (l.clone(), c.clone()));
             let candidate = routed.pick() == Route::Candidate;
@@ -192,7 +195,7 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
                         envelope,
                     });
                     let watch = if candidate { watch } else { None };
-                    let held = version.hold();
+                    let held = version;
                     let submitted = *now.get_or_insert_with(Instant::now);
                     jobs.insert(token, Job::Real(Taken { delivery, sub: i, submitted, run, held, watch, shadow }));
                 }
@@ -385,12 +388,12 @@ impl Dispatcher<'_> {
         let mut copy = None;
         let verdict = match outcome {
             RemoteOutcome::Done(result) => {
-                c.emits_refused.fetch_add(u64::from(result.refused_emits), Ordering::Relaxed);
-                c.logs_dropped.fetch_add(u64::from(result.dropped_logs), Ordering::Relaxed);
+                add(&c.emits_refused, result.refused_emits.into());
+                add(&c.logs_dropped, result.dropped_logs.into());
                 copy = shadow.map(|plan| CopyPlan { expected: Expected::of(&result.outcome, &result.emits), plan });
                 match result.outcome {
                     Outcome::Ack => {
-                        c.emits_accepted.fetch_add(result.emits.len() as u64, Ordering::Relaxed);
+                        add(&c.emits_accepted, result.emits.len() as u64);
                         publish_emits(self.bus, self.timeout, &delivery.event, result.emits, self.shared);
                         Verdict::Ack
                     }
