@@ -1,13 +1,14 @@
 // Process isolation benchmarks (issue 5): the same handler in-process vs `isolation: 'process'`.
 // Standalone: `npm run build && node bench/isolation.js` (needs the addon and sluice-helper).
 // Knobs: SLUICE_BENCH_ROUNDS (default 5 timed rounds per case), SLUICE_BENCH_ROUND_MS (default
-// 500), SLUICE_BENCH_LAT_MS (default 2000 per latency run), SLUICE_BENCH_PUBLISHERS (default
-// `tryPublishBatch,publishBatch`), SLUICE_BENCH_ISOLATION_OUT (JSON
+// 500), SLUICE_BENCH_LAT_MS (default 2000 per latency run; 0 skips the latency runs),
+// SLUICE_BENCH_PUBLISHERS (default `tryPublishBatch,publishBatch,tryPublish(bytes)`),
+// SLUICE_BENCH_ISOLATIONS (default `in-process,process`), SLUICE_BENCH_ISOLATION_OUT (JSON
 // results; default bench/results/isolation.json).
 //
 //  1. Throughput: batches of 256 → trivial.wasm (crates/sandbox/tests/fixtures), counted when
 //     the deployment has settled them all (acked, or failed: `notAcked` in the JSON);
-//     concurrency 1 and 2; in-process vs process; CPU per event of each thread role; two
+//     concurrency 1 and 2; in-process vs process; CPU per event of each thread role; three
 //     publishers:
 //     - `tryPublishBatch`: never waits; when the queue is full it takes part of the batch and the
 //       bench retries the rest after `setImmediate`. Each retry JSON-encodes the whole rest again
@@ -16,6 +17,11 @@
 //     - `publishBatch` (awaited): one encoding per batch; on a full queue it sleeps until the
 //       consumer takes events (`onProgress`), leaving the CPU to the dispatcher and the helper.
 //       This is the figure for the handler path; the first one is a publisher that spins.
+//     - `tryPublish(bytes)`: one event per call, its data already encoded (the UTF-8 bytes of
+//       the same JSON), so no JSON.stringify on the JS thread; on `false` (queue full) it awaits
+//       `publish` of that event, which waits natively under `overflow: 'block'` — no spinning.
+//       The JS thread's share of the CPU is smallest here, which leaves the most to the consumer
+//       side: the figure for what the handler path itself can move.
 //  2. Latency: one event at a time, publish → handler → emit → JS subscriber (p50/p99), and the
 //     handler latency the deployment measures (dispatcher → outcome; for `process` that is the
 //     round trip through the shared-memory rings).
@@ -35,7 +41,8 @@ const env = (name, fallback) => (process.env[name] ? Number(process.env[name]) :
 const ROUNDS = env('SLUICE_BENCH_ROUNDS', 5);
 const ROUND_MS = env('SLUICE_BENCH_ROUND_MS', 500);
 const LAT_MS = env('SLUICE_BENCH_LAT_MS', 2000);
-const PUBLISHERS = (process.env.SLUICE_BENCH_PUBLISHERS ?? 'tryPublishBatch,publishBatch').split(',');
+const PUBLISHERS = (process.env.SLUICE_BENCH_PUBLISHERS ?? 'tryPublishBatch,publishBatch,tryPublish(bytes)').split(',');
+const ISOLATIONS = (process.env.SLUICE_BENCH_ISOLATIONS ?? 'in-process,process').split(',');
 const OUT = process.env.SLUICE_BENCH_ISOLATION_OUT ?? join(here, 'results', 'isolation.json');
 const BATCH = 256;
 const hr = process.hrtime.bigint;
@@ -43,6 +50,8 @@ const CLK_TCK = 100; // USER_HZ: /proc/*/stat counts CPU time in 1/100 s on Linu
 const immediate = () => new Promise((r) => setImmediate(r));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const DATA = { id: 'o-1234567', amount: 42, currency: 'EUR', customer: 'c-98765' };
+// The same event data, encoded once: what the `tryPublish(bytes)` publisher sends.
+const BYTES = new TextEncoder().encode(JSON.stringify(DATA));
 
 const wabt = await wabtInit();
 const compile = (text) => new Uint8Array(wabt.parseWat('fixture.wat', text).toBinary({}).buffer);
@@ -105,7 +114,7 @@ function threadCpuMs(pids) {
 async function throughput(isolation, concurrency, publisher) {
   const bus = new Bus({ capacity: 65536, overflow: 'block' });
   const t0 = hr();
-  const dep = await bus.deploy(`t-${isolation}-${concurrency}-${publisher}`, trivial, { topics: ['order.created'], concurrency, isolation, capacity: 65536 });
+  const dep = await bus.deploy(`t-${isolation}-${concurrency}-${publisher.replace(/\W+/g, "-")}`, trivial, { topics: ['order.created'], concurrency, isolation, capacity: 65536 });
   const deployMs = Number(hr() - t0) / 1e6;
   const events = Array.from({ length: BATCH }, () => ({ type: 'order.created', data: DATA }));
   // Every outcome counts as done: on a loaded machine a descheduled helper can push a trivial
@@ -117,7 +126,12 @@ async function throughput(isolation, concurrency, publisher) {
   const run = async (n) => {
     const base = acked();
     const start = hr();
-    for (let sent = 0; sent < n; ) {
+    if (publisher === 'tryPublish(bytes)') {
+      for (let sent = 0; sent < n; sent++) {
+        if (!bus.tryPublish('order.created', BYTES)) await bus.publish('order.created', BYTES);
+      }
+    }
+    for (let sent = publisher === 'tryPublish(bytes)' ? n : 0; sent < n; ) {
       if (publisher === 'publishBatch') {
         await bus.publishBatch(events);
         sent += events.length;
@@ -206,11 +220,11 @@ console.log(`sluice process isolation bench — ${new Date().toISOString()}, ${c
 const out = { date: new Date().toISOString(), loadBefore: loadavg(), throughput: [], latency: [] };
 for (const publisher of PUBLISHERS) {
   for (const concurrency of [1, 2]) {
-    for (const isolation of ['in-process', 'process']) {
+    for (const isolation of ISOLATIONS) {
       const r = await throughput(isolation, concurrency, publisher);
       out.throughput.push(r);
       const mem = r.memory.map((m) => `${(m.rssKiB / 1024).toFixed(1)}/${(m.pssKiB / 1024).toFixed(1)} MiB`).join(', ');
-      const call = publisher === 'publishBatch' ? `await publishBatch(${BATCH})` : `tryPublishBatch(${BATCH})`;
+      const call = { publishBatch: `await publishBatch(${BATCH})`, tryPublishBatch: `tryPublishBatch(${BATCH})` }[publisher] ?? publisher;
       const cpu = Object.entries(r.cpuNsPerEvent)
         .filter(([, ns]) => ns > 0)
         .map(([role, ns]) => `${role} ${ns}`)
@@ -222,11 +236,13 @@ for (const publisher of PUBLISHERS) {
           `\n      CPU ns per event: ${cpu}`,
       );
     }
-    const [a, b] = out.throughput.slice(-2);
-    console.log(`    isolated / in-process: ${((100 * b.median) / a.median).toFixed(0)} %`);
+    if (ISOLATIONS.length === 2) {
+      const [a, b] = out.throughput.slice(-2);
+      console.log(`    isolated / in-process: ${((100 * b.median) / a.median).toFixed(0)} %`);
+    }
   }
 }
-for (const isolation of ['in-process', 'process']) {
+for (const isolation of LAT_MS > 0 ? ISOLATIONS : []) {
   const r = await latency(isolation);
   out.latency.push(r);
   console.log(
