@@ -237,9 +237,9 @@ describe('the per-event publish path (tryPublish / tryPublishBatch without a Con
     expect(bus.tryPublishBatch([{ type: 'txt', data }, { type: 'txt', data: { s: '漢字' } }])).toBe(2);
     await until(() => got.length === 3);
     expect(got).toEqual([data, data, { s: '漢字' }]);
-    // Around the size where the binding stops converting in one pass (4096 UTF-16 units):
+    // Around the size where the binding stops converting in one pass (65536 UTF-16 units):
     // three-byte characters fill the one-pass buffer exactly, surrogate pairs take four bytes.
-    const sizes = [1360, 1361, 2040, 4096, 5000];
+    const sizes = [1360, 2040, 21845, 32768, 65536, 70000];
     const big = sizes.flatMap((n) => [{ s: '漢'.repeat(n) }, { s: '🎉'.repeat(n / 2 | 0) + 'é' }]);
     for (const d of big) expect(bus.tryPublish('txt', d)).toBe(true);
     await until(() => got.length === 3 + big.length);

@@ -201,9 +201,9 @@ fn encode_error(message: &str) -> napi::Error {
 /// read; three bytes per UTF-16 unit always suffice (a surrogate pair is two units and four
 /// bytes), and with that much room V8 also takes its faster write path. Small strings (events
 /// are mostly small) are converted that way in one pass; large ones are measured first, so a big
-/// event never allocates three times its size.
+/// event never allocates three times its size (a 256-event batch is a few thousand units).
 unsafe fn utf8_arg(env: sys::napi_env, v: sys::napi_value) -> napi::Result<Vec<u8>> {
-    const ONE_PASS_UNITS: usize = 4096;
+    const ONE_PASS_UNITS: usize = 64 << 10;
     let mut units = 0usize;
     if unsafe { sys::napi_get_value_string_utf16(env, v, ptr::null_mut(), 0, &mut units) } != sys::Status::napi_ok {
         return Err(encode_error("data must be a string or a Uint8Array"));
