@@ -2,7 +2,9 @@
 //! the bus's worker threads; `handle` runs one event on one instance.
 
 use std::cell::RefCell;
-use std::sync::atomic::Ordering::Relaxed;
+use crossbeam_queue::ArrayQueue;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{fence, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -112,12 +114,10 @@ struct Instance {
     handle: TypedFunc<(i32, i32), i32>,
 }
 
+/// Only creation, discard and waiting take this lock; idle instances come and go without it.
 struct PoolState {
-    idle: Vec<Instance>,
     /// Instances that exist (idle + checked out + being created).
     live: usize,
-    /// Threads blocked in `checkout`.
-    waiters: usize,
 }
 
 /// A deployed handler: a module, its limits and policy, and a pool of instances.
@@ -125,7 +125,13 @@ pub struct Sandbox {
     module: Arc<HandlerModule>,
     policy: Arc<Policy>,
     concurrency: usize,
+    /// Idle instances, taken and returned per event without a lock: with several workers on
+    /// one deployment a mutex here was taken twice per event by each, and the Rust bench's
+    /// two-thread case ran at a third of one thread's rate in some runs.
+    idle: ArrayQueue<Instance>,
     pool: Mutex<PoolState>,
+    /// Threads blocked (or about to block) in `checkout`; read by `checkin` without the lock.
+    waiters: AtomicUsize,
     available: Condvar,
     /// Shared with every activation of the same module in a deployment, so a version's
     /// counters survive the release of its instances (see `rollout`).
@@ -175,20 +181,15 @@ impl Sandbox {
             module,
             policy,
             concurrency: options.concurrency,
-            pool: Mutex::new(PoolState {
-                idle: Vec::new(),
-                live: 0,
-                waiters: 0,
-            }),
+            idle: ArrayQueue::new(options.concurrency),
+            pool: Mutex::new(PoolState { live: 0 }),
+            waiters: AtomicUsize::new(0),
             available: Condvar::new(),
             counters,
         };
         let first = sandbox.create_instance()?;
-        {
-            let mut pool = sandbox.lock();
-            pool.live = 1;
-            pool.idle.push(first);
-        }
+        sandbox.lock().live = 1;
+        sandbox.checkin(first);
         Ok(sandbox)
     }
 
@@ -207,10 +208,8 @@ impl Sandbox {
             match self.create_instance() {
                 Ok(inst) => created.push(inst),
                 Err(e) => {
-                    let mut pool = self.lock();
-                    pool.live -= 1;
-                    self.wake_one(&pool);
-                    drop(pool);
+                    self.lock().live -= 1;
+                    self.wake_one();
                     break Err(e.with_prefix(&format!("prewarm after {} instances", created.len())));
                 }
             }
@@ -245,8 +244,7 @@ impl Sandbox {
 
     /// (existing, idle) instances.
     pub(crate) fn instance_counts(&self) -> (usize, usize) {
-        let pool = self.lock();
-        (pool.live, pool.idle.len())
+        (self.lock().live, self.idle.len())
     }
 
     /// Encodes `envelope` (into a per-thread buffer) and runs it; see `handle_encoded`.
@@ -436,61 +434,68 @@ impl Sandbox {
 
     /// A free instance, and whether it was idle at once (no wait, no instantiation).
     fn checkout(&self, deadline: Instant) -> Result<(Instance, bool), SandboxError> {
+        if let Some(inst) = self.idle.pop() {
+            return Ok((inst, true));
+        }
         let mut pool = self.lock();
-        let mut at_once = true;
         loop {
-            if let Some(inst) = pool.idle.pop() {
-                return Ok((inst, at_once));
-            }
-            at_once = false;
             if pool.live < self.concurrency {
                 // Replace a discarded instance (or grow to `concurrency`) outside the lock.
                 pool.live += 1;
                 drop(pool);
                 return self.create_instance().map(|i| (i, false)).inspect_err(|_| {
-                    let mut pool = self.lock();
-                    pool.live -= 1;
-                    self.wake_one(&pool);
+                    self.lock().live -= 1;
+                    self.wake_one();
                 });
+            }
+            // Announce the wait before looking again: a `checkin` either sees this waiter and
+            // notifies (under the lock, so not before we wait) or its instance is seen here.
+            self.waiters.fetch_add(1, SeqCst);
+            fence(SeqCst);
+            if let Some(inst) = self.idle.pop() {
+                self.waiters.fetch_sub(1, SeqCst);
+                return Ok((inst, false));
             }
             let now = Instant::now();
             if now >= deadline {
+                self.waiters.fetch_sub(1, SeqCst);
                 return Err(SandboxError::new(
                     ErrorKind::Timeout,
                     "no instance became free before the deadline",
                 ));
             }
-            pool.waiters += 1;
             pool = self
                 .available
                 .wait_timeout(pool, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-            pool.waiters -= 1;
+            self.waiters.fetch_sub(1, SeqCst);
         }
     }
 
     /// Wakes one thread waiting in `checkout`, if any. std's `Condvar::notify_one` makes a
     /// futex syscall even with no waiter, which cost more than the guest call itself.
-    fn wake_one(&self, pool: &PoolState) {
-        if pool.waiters > 0 {
+    fn wake_one(&self) {
+        fence(SeqCst);
+        if self.waiters.load(Relaxed) > 0 {
+            let _pool = self.lock();
             self.available.notify_one();
         }
     }
 
     fn checkin(&self, inst: Instance) {
-        let mut pool = self.lock();
-        pool.idle.push(inst);
-        self.wake_one(&pool);
+        // Never full: it holds at most `live` <= `concurrency` instances.
+        if self.idle.push(inst).is_err() {
+            unreachable!("more idle instances than the pool's concurrency");
+        }
+        self.wake_one();
     }
 
     fn discard(&self, inst: Instance) {
         // Dropping the store returns its pool slot to Wasmtime (outside the lock).
         drop(inst);
-        let mut pool = self.lock();
-        pool.live -= 1;
-        self.wake_one(&pool);
-        drop(pool);
+        self.lock().live -= 1;
+        self.wake_one();
         self.counters.instances_discarded.fetch_add(1, Relaxed);
     }
 
@@ -547,10 +552,7 @@ impl Sandbox {
 
     /// Counters, instance counts and latency percentiles.
     pub fn info(&self) -> SandboxInfo {
-        let (live, idle) = {
-            let pool = self.lock();
-            (pool.live, pool.idle.len())
-        };
+        let (live, idle) = self.instance_counts();
         let c = &self.counters;
         SandboxInfo {
             hash: self.module.hash().to_string(),

@@ -48,6 +48,28 @@ fn concurrent_handle_from_four_threads() {
     assert_eq!(info.instances.live, info.instances.idle);
 }
 
+/// Four threads on one instance: every call but one at a time waits in `checkout`, and is
+/// woken by a `checkin` on another thread (the idle pool is lock-free; a wake-up lost between a
+/// waiter's last look and its wait would leave it asleep until the handler's timeout, and the
+/// call would fail with ERR_TIMEOUT instead of being acked).
+#[test]
+fn waiters_on_a_one_instance_pool_are_all_woken() {
+    let sb = Arc::new(deploy("trivial", SandboxOptions { concurrency: 1, ..opts(&[]) }));
+    let barrier = Arc::new(Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (sb, barrier) = (sb.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..5000).filter(|_| handle(&sb, b"{}").outcome == Outcome::Ack).count()
+            })
+        })
+        .collect();
+    let acked: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(acked, 20_000, "{:?}", sb.info().outcomes);
+    assert_eq!(sb.info().instances.live, 1);
+}
+
 #[test]
 fn failures_on_one_thread_do_not_stop_the_others() {
     let sb = Arc::new(deploy(
