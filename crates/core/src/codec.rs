@@ -2,10 +2,10 @@
 //! string crossing and one `JSON.parse` per batch instead of building objects field by field
 //! through N-API. JSON data is spliced in verbatim (it was encoded once, by the publisher).
 //!
-//! The batch is columnar: what events share is written once, and the per-event envelope is a
-//! few small numbers, so `JSON.parse` spends its time on the data alone (an object per event
-//! with five keys, a long number for the time and a unique id string cost more to parse than
-//! the data; `src/batch.ts` builds the event objects from the columns):
+//! The batch is columnar: what events share is written once, and the per-event envelope is an
+//! id string and a few small numbers, so `JSON.parse` spends its time on the data (an object per
+//! event with five keys and a long number for the time cost more to parse than the data;
+//! `src/batch.ts` builds the event objects from the columns):
 //!
 //! ```text
 //! [source, [type…], [typeIndex…], idPrefix, [id…], time0, [timeDelta…], [data…],
@@ -14,9 +14,9 @@
 //!
 //! - `[type…]` the distinct topics in order of first use; `[typeIndex…]` one per event, or
 //!   empty when there is a single topic.
-//! - `id`: a number d (the bus's own ids `<prefix>-<n>`: n is the previous such n plus d, the
-//!   first one counting from 0; the text is `idPrefix + n`) or a string (an id the publisher
-//!   gave). Numbers stay below 2^53, where JSON numbers are exact; a larger n is sent as a string.
+//! - `id`: the event's id as a string (`<prefix>-<n>` for the bus's own, or the publisher's).
+//!   The decoder also accepts a number d, meaning `idPrefix + n` with n the previous such n plus
+//!   d; the core no longer sends those (see the comment in `encode_columns`).
 //! - `time` of event i: `time0 + timeDelta[0] + … + timeDelta[i]` (Unix ms).
 //! - `data`: the JSON data (`null` for none) or, for binary data, base64 text.
 //! - fix-ups name only events that need work on the JS side: a live publisher Context to attach
@@ -33,8 +33,6 @@ use crate::subscription::Origin;
 use std::io::Write;
 use std::sync::Arc;
 
-/// Above this a bus id's number is sent as a string (JSON numbers are exact up to 2^53).
-const EXACT: u64 = 1 << 53;
 
 /// A stream's batch (no tags, no attempts).
 pub fn encode_js_batch(origin: &Origin, events: &[Arc<Event>], out: &mut Vec<u8>) {
@@ -97,23 +95,15 @@ fn encode_columns<'a>(
     prefix.push('-');
     write_string(out, &prefix);
     out.extend_from_slice(b",[");
-    let mut prev_id = 0u64;
     for i in 0..n {
         if i > 0 {
             out.push(b',');
         }
-        match &at(i).0.id {
-            EventId::Seq(id) if *id < EXACT => {
-                write_i64(out, *id as i64 - prev_id as i64);
-                prev_id = *id;
-            }
-            EventId::Seq(id) => {
-                out.push(b'"');
-                let _ = write!(out, "{}-{id}", origin.id_prefix);
-                out.push(b'"');
-            }
-            EventId::Given(s) => write_string(out, s),
-        }
+        // Whole id strings, not numbers for JS to append to the prefix: V8 turns a number into a
+        // string through its number-string cache, an old-space table, so every id string made
+        // that way survived the next scavenge (and was promoted): at 240 k events/s that made
+        // each scavenge ~5× longer and was the p99 tail of a JS subscriber (docs/benchmarks.md).
+        render_id(origin, &at(i).0.id, out);
     }
     let time0 = if n > 0 { at(0).0.time_ms } else { 0 };
     out.extend_from_slice(b"],");
@@ -273,6 +263,8 @@ pub(crate) fn base64(data: &[u8], out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    /// JSON numbers are exact up to 2^53: ids above it must still come out right.
+    const EXACT: u64 = 1 << 53;
     use super::*;
     use crate::context::Context;
     use serde_json::{json, Value};
