@@ -16,8 +16,7 @@ type Columns = [
   source: string,
   types: string[],
   typeIndex: number[],
-  idPrefix: string,
-  ids: (number | string)[],
+  ids: string[],
   time0: number,
   timeDeltas: number[],
   data: unknown[],
@@ -28,24 +27,19 @@ type Columns = [
 
 /**
  * Decodes the core's batch text (one JSON.parse for the whole batch). The text is columnar (see
- * crates/core/src/codec.rs): what events share is sent once and the per-event envelope is a few
- * small numbers, so the parse spends its time on the data; the event objects are built here.
+ * crates/core/src/codec.rs): what events share is sent once and the per-event envelope is an id
+ * string and a few small numbers, so the parse spends its time on the data; the event objects
+ * are built here.
  */
 export function decodeBatch(text: string): Batch {
-  const [source, types, typeIndex, idPrefix, ids, time0, deltas, data, fixups, tagList, extras] = JSON.parse(text) as Columns;
+  const [source, types, typeIndex, ids, time0, deltas, data, fixups, tagList, extras] = JSON.parse(text) as Columns;
   const n = data.length;
   const events = new Array<SluiceEvent>(n);
   const oneType = typeIndex.length === 0 ? types[0]! : undefined;
-  let seq = 0;
   let time = time0;
   let x = 0;
   for (let i = 0; i < n; i++) {
-    const raw = ids[i]!;
-    let id: string;
-    if (typeof raw === 'number') {
-      seq += raw;
-      id = idPrefix + seq;
-    } else id = raw;
+    const id = ids[i]!;
     time += deltas[i]!;
     const type = oneType ?? types[typeIndex[i]!]!;
     if (x < extras.length && extras[x]![0] === i) events[i] = withExtras(id, type, source, time, extras[x++]!, data[i]);

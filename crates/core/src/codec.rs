@@ -8,15 +8,14 @@
 //! `src/batch.ts` builds the event objects from the columns):
 //!
 //! ```text
-//! [source, [type…], [typeIndex…], idPrefix, [id…], time0, [timeDelta…], [data…],
+//! [source, [type…], [typeIndex…], [id…], time0, [timeDelta…], [data…],
 //!  [[index, contextId, binary]…], [tag…], [[index, subject, traceparent, deadline, attempt]…]]
 //! ```
 //!
 //! - `[type…]` the distinct topics in order of first use; `[typeIndex…]` one per event, or
 //!   empty when there is a single topic.
-//! - `id`: the event's id as a string (`<prefix>-<n>` for the bus's own, or the publisher's).
-//!   The decoder also accepts a number d, meaning `idPrefix + n` with n the previous such n plus
-//!   d; the core no longer sends those (see the comment in `encode_columns`).
+//! - `id`: the event's id as a string (`<prefix>-<n>` for the bus's own, or the publisher's);
+//!   whole strings on purpose (see the comment in `encode_columns`).
 //! - `time` of event i: `time0 + timeDelta[0] + … + timeDelta[i]` (Unix ms).
 //! - `data`: the JSON data (`null` for none) or, for binary data, base64 text.
 //! - fix-ups name only events that need work on the JS side: a live publisher Context to attach
@@ -87,14 +86,7 @@ fn encode_columns<'a>(
         }
         write_u64(out, *x as u64);
     }
-    out.extend_from_slice(b"],");
-    // Not `format!`: the formatter cost ~550 instructions per batch, which a one-event batch
-    // (an async handler at concurrency 1) pays per event.
-    let mut prefix = String::with_capacity(origin.id_prefix.len() + 1);
-    prefix.push_str(&origin.id_prefix);
-    prefix.push('-');
-    write_string(out, &prefix);
-    out.extend_from_slice(b",[");
+    out.extend_from_slice(b"],[");
     for i in 0..n {
         if i > 0 {
             out.push(b',');
@@ -275,19 +267,13 @@ mod tests {
     fn decode(text: &[u8]) -> (Vec<Value>, Value, Vec<u64>) {
         let v: Value = serde_json::from_slice(text).expect("valid JSON");
         let a = v.as_array().unwrap();
-        let (source, types, index, prefix) = (&a[0], a[1].as_array().unwrap(), a[2].as_array().unwrap(), a[3].as_str().unwrap());
-        let (ids, mut time, deltas, data) = (a[4].as_array().unwrap(), a[5].as_i64().unwrap(), a[6].as_array().unwrap(), a[7].as_array().unwrap());
-        let (fixups, tags, extras) = (a[8].clone(), a[9].as_array().unwrap(), a[10].as_array().unwrap());
-        let mut n = 0i64;
+        let (source, types, index) = (&a[0], a[1].as_array().unwrap(), a[2].as_array().unwrap());
+        let (ids, mut time, deltas, data) = (a[3].as_array().unwrap(), a[4].as_i64().unwrap(), a[5].as_array().unwrap(), a[6].as_array().unwrap());
+        let (fixups, tags, extras) = (a[7].clone(), a[8].as_array().unwrap(), a[9].as_array().unwrap());
         let mut events = Vec::new();
         for i in 0..data.len() {
-            let id = match &ids[i] {
-                Value::Number(d) => {
-                    n += d.as_i64().unwrap();
-                    Value::String(format!("{prefix}{n}"))
-                }
-                s => s.clone(),
-            };
+            assert!(ids[i].is_string(), "ids cross as whole strings");
+            let id = ids[i].clone();
             time += deltas[i].as_i64().unwrap();
             let ty = if index.is_empty() { types[0].clone() } else { types[index[i].as_u64().unwrap() as usize].clone() };
             let mut ev = json!({ "id": id, "type": ty, "source": source, "time": time, "data": data[i] });
@@ -377,7 +363,7 @@ mod tests {
         let mut out = Vec::new();
         encode_js_deliveries(&origin, &ds, &mut out);
         let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v[9], json!([9]));
+        assert_eq!(v[8], json!([9]));
         assert_eq!(v[2], json!([]), "one topic: no per-event index");
         assert_eq!(decode(&out).2, vec![9, 10, 11]);
         let untracked: Vec<Delivered> = ds.into_iter().map(|d| Delivered { tag: 0, ..d }).collect();
