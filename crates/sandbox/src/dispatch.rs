@@ -14,7 +14,7 @@ use crate::deployment::Shared;
 use crate::envelope::Envelope;
 use crate::host::Emit;
 use crate::pool::Outcome;
-use crate::rollout::Rollout;
+use crate::rollout::{Lease, Rollout};
 use crate::record;
 use sluice_core::Outcome as Settle;
 
@@ -96,6 +96,7 @@ pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscriptio
     let mut batch: Vec<Delivered> = Vec::with_capacity(BATCH);
     let mut verdicts: Vec<(u64, Settle)> = Vec::with_capacity(BATCH);
     let mut id = String::new();
+    let mut lease = Lease::default();
     let mut idle = IdleSpin::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut got = 0;
@@ -108,8 +109,10 @@ pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscriptio
             }
             got += n;
             for d in batch.drain(..) {
-                handle_one(bus, versions, sub, &d, shared, &mut id, &mut verdicts);
+                handle_one(bus, versions, sub, &d, shared, &mut id, &mut lease, &mut verdicts);
             }
+            // The instance goes back before the settle and before this worker may park.
+            lease.release();
             if !verdicts.is_empty() {
                 // One settle per batch, as for JS handlers: its acknowledgements are one
                 // journal record. Each event's emits were published before (journal order).
@@ -154,7 +157,9 @@ pub(crate) fn envelope_of<'a>(sub: &'a Subscription, ev: &'a Event, id: &'a str)
     }
 }
 
-/// Runs one event; its verdict goes to `verdicts` (settled with the batch).
+/// Runs one event on the instance `lease` keeps; its verdict goes to `verdicts` (settled with
+/// the batch).
+#[allow(clippy::too_many_arguments)]
 fn handle_one(
     bus: &Bus,
     versions: &Rollout,
@@ -162,6 +167,7 @@ fn handle_one(
     d: &Delivered,
     shared: &Shared,
     id: &mut String,
+    lease: &mut Lease,
     verdicts: &mut Vec<(u64, Settle)>,
 ) {
     let ev = &d.event;
@@ -175,7 +181,7 @@ fn handle_one(
     // The routing table picks exactly one version for this event (by id, topic, labels).
     let version = versions.route(&envelope);
     let run = record::start(bus, sub, ev, &shared.name, version.hash());
-    let result = version.run(&envelope, ev.deadline.map(|d| d.at));
+    let result = version.run(lease, &envelope, ev.deadline.map(|d| d.at));
     let us = record::end(bus.recorder(), run, sub, ev, &shared.name, version.hash(), &result.outcome);
     // The hash outlives the routed version only for an audit record; without an audit
     // observer nothing is copied (this runs per event).

@@ -112,6 +112,20 @@ pub fn encode_envelope_into(env: &Envelope<'_>, out: &mut Vec<u8>) -> Result<(),
     if total > MAX_ENVELOPE_BYTES {
         return Err(EnvelopeError::TooLarge { bytes: total });
     }
+    out.clear();
+    out.resize(total, 0);
+    encode_envelope_to(env, out);
+    Ok(())
+}
+
+/// Writes `env` into `out`, which is exactly `env.encoded_len()` bytes (at most
+/// `MAX_ENVELOPE_BYTES`, checked by the caller): the host encodes straight into the buffer the
+/// guest allocated, without a copy in between.
+///
+/// # Panics
+/// If `out` is not exactly `env.encoded_len()` bytes long.
+pub fn encode_envelope_to(env: &Envelope<'_>, out: &mut [u8]) {
+    assert_eq!(out.len(), env.encoded_len(), "envelope buffer of the wrong size");
     let mut flags = 0u32;
     if env.subject.is_some() {
         flags |= FLAG_SUBJECT;
@@ -132,26 +146,21 @@ pub fn encode_envelope_into(env: &Envelope<'_>, out: &mut Vec<u8>) -> Result<(),
         traceparent,
         env.data,
     ];
-
-    out.clear();
-    out.reserve(total);
-    out.extend_from_slice(&ENVELOPE_MAGIC);
-    out.extend_from_slice(&ENVELOPE_VERSION.to_le_bytes());
-    out.extend_from_slice(&(ENVELOPE_HEADER_LEN as u16).to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&env.time_unix_nanos.to_le_bytes());
-    out.extend_from_slice(&env.deadline_unix_nanos.unwrap_or(0).to_le_bytes());
-    for f in &fields {
-        // Lossless: total <= i32::MAX was checked above.
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+    let (header, mut rest) = out.split_at_mut(ENVELOPE_HEADER_LEN);
+    header[0..4].copy_from_slice(&ENVELOPE_MAGIC);
+    header[4..6].copy_from_slice(&ENVELOPE_VERSION.to_le_bytes());
+    header[6..8].copy_from_slice(&(ENVELOPE_HEADER_LEN as u16).to_le_bytes());
+    header[8..12].copy_from_slice(&flags.to_le_bytes());
+    header[12..16].copy_from_slice(&0u32.to_le_bytes());
+    header[16..24].copy_from_slice(&env.time_unix_nanos.to_le_bytes());
+    header[24..32].copy_from_slice(&env.deadline_unix_nanos.unwrap_or(0).to_le_bytes());
+    for (i, f) in fields.iter().enumerate() {
+        // Lossless: the whole envelope fits MAX_ENVELOPE_BYTES (i32::MAX).
+        header[32 + 4 * i..36 + 4 * i].copy_from_slice(&(f.len() as u32).to_le_bytes());
+        let (field, tail) = rest.split_at_mut(f.len());
+        field.copy_from_slice(f);
+        rest = tail;
     }
-    debug_assert_eq!(out.len(), ENVELOPE_HEADER_LEN);
-    for f in &fields {
-        out.extend_from_slice(f);
-    }
-    debug_assert_eq!(out.len(), total);
-    Ok(())
 }
 
 fn read<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], EnvelopeError> {

@@ -26,6 +26,7 @@ mod registry;
 mod remote;
 pub mod rollout;
 mod stats;
+mod stripe;
 pub mod topic;
 
 pub use abi::{check_guest_range, LogLevel, ABI_VERSION};

@@ -1,7 +1,6 @@
 //! `Sandbox`: one deployment's runtime. A small pool of instances of one module, shared by
 //! the bus's worker threads; `handle` runs one event on one instance.
 
-use std::cell::RefCell;
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{fence, AtomicUsize};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Memory, Store, TypedFunc, UpdateDeadline};
 
 use crate::abi::{self, check_guest_range, status};
-use crate::envelope::{encode_envelope_into, Envelope};
+use crate::envelope::{encode_envelope_to, Envelope, EnvelopeError, MAX_ENVELOPE_BYTES};
 use crate::error::{classify, ErrorKind, SandboxError, TimeoutExceeded};
 use crate::host::{CallState, Emit, HostState, LogRecord, Policy};
 use crate::limits::{Limits, MAX_CONFIG_BYTES};
@@ -112,6 +111,51 @@ struct Instance {
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     handle: TypedFunc<(i32, i32), i32>,
+}
+
+/// An instance a worker keeps across the events of a batch (`Sandbox::handle_kept`). Opaque
+/// outside the pool; dropping one that still holds an instance would leak its pool slot, so its
+/// holder gives it back (`Sandbox::give_back`) first.
+#[derive(Default)]
+pub(crate) struct Kept(Option<Instance>);
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        debug_assert!(self.0.is_none(), "a kept instance was dropped instead of given back");
+    }
+}
+
+/// What one call writes into guest memory.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// Encoded straight into the guest's buffer.
+    Envelope(&'a Envelope<'a>),
+    /// Encoded before (`encode_envelope`), copied in.
+    Encoded(&'a [u8]),
+}
+
+impl Input<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Input::Envelope(e) => e.encoded_len(),
+            Input::Encoded(b) => b.len(),
+        }
+    }
+
+    /// Refuses what no guest can address.
+    fn check(&self) -> Result<(), EnvelopeError> {
+        match self.len() {
+            n if n > MAX_ENVELOPE_BYTES => Err(EnvelopeError::TooLarge { bytes: n }),
+            _ => Ok(()),
+        }
+    }
+
+    fn write(&self, out: &mut [u8]) {
+        match self {
+            Input::Envelope(e) => encode_envelope_to(e, out),
+            Input::Encoded(b) => out.copy_from_slice(b),
+        }
+    }
 }
 
 /// Only creation, discard and waiting take this lock; idle instances come and go without it.
@@ -247,42 +291,41 @@ impl Sandbox {
         (self.lock().live, self.idle.len())
     }
 
-    /// Encodes `envelope` (into a per-thread buffer) and runs it; see `handle_encoded`.
+    /// Encodes `envelope` straight into the guest's buffer and runs it; see `handle_encoded`.
     pub fn handle(&self, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
-        thread_local! {
-            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-        }
-        BUF.with(|cell| {
-            // `run` never re-enters `handle` on this thread; a fresh Vec covers it anyway.
-            let mut owned = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let buf = match borrowed.as_deref_mut() {
-                Ok(b) => b,
-                Err(_) => &mut owned,
-            };
-            match encode_envelope_into(envelope, buf) {
-                Ok(()) => self.run(buf, deadline),
-                // Not the guest's fault: no instance is touched.
-                Err(e) => self.finish(
-                    Instant::now(),
-                    Err(SandboxError::new(ErrorKind::GuestMemory, e.to_string())),
-                    CallState::default(),
-                ),
-            }
-        })
+        self.run(Input::Envelope(envelope), deadline, None)
     }
 
     /// Runs one pre-encoded envelope (see `encode_envelope`) on a free instance. Blocks while
     /// all `concurrency` instances are busy, at most until the deadline. The effective
     /// deadline is the earlier of `deadline` and now + `limits.timeout_ms`.
     pub fn handle_encoded(&self, envelope: &[u8], deadline: Option<Instant>) -> HandleResult {
-        self.run(envelope, deadline)
+        self.run(Input::Encoded(envelope), deadline, None)
     }
 
-    fn run(&self, envelope: &[u8], deadline: Option<Instant>) -> HandleResult {
+    /// `handle`, on the instance `kept` holds, or on a free one that `kept` then keeps for the
+    /// caller's next event. A worker keeps one instance across a batch of events instead of
+    /// taking one from the shared pool and returning it per event; it must give it back with
+    /// `give_back` before it waits for more work. An instance that failed is discarded, not kept.
+    pub(crate) fn handle_kept(&self, kept: &mut Kept, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
+        self.run(Input::Envelope(envelope), deadline, Some(kept))
+    }
+
+    /// Returns the instance `kept` holds, if any, to the pool.
+    pub(crate) fn give_back(&self, kept: &mut Kept) {
+        if let Some(inst) = kept.0.take() {
+            self.checkin(inst);
+        }
+    }
+
+    fn run(&self, input: Input<'_>, deadline: Option<Instant>, mut kept: Option<&mut Kept>) -> HandleResult {
         let start = Instant::now();
         let budget = start + self.policy.limits.timeout();
         let deadline = deadline.map_or(budget, |d| d.min(budget));
+        if let Err(e) = input.check() {
+            // Not the guest's fault: no instance is touched.
+            return self.finish(start, Err(SandboxError::new(ErrorKind::GuestMemory, e.to_string())), CallState::default());
+        }
         if start >= deadline {
             let e = SandboxError::new(
                 ErrorKind::Timeout,
@@ -290,18 +333,24 @@ impl Sandbox {
             );
             return self.finish(start, Err(e), CallState::default());
         }
-        let (mut inst, at_once) = match self.checkout(deadline) {
-            Ok(i) => i,
-            Err(e) => return self.finish(start, Err(e), CallState::default()),
+        let held = kept.as_ref().is_some_and(|k| k.0.is_some());
+        let (mut inst, at_once) = match kept.as_deref_mut().and_then(|k| k.0.take()) {
+            Some(inst) => (inst, true),
+            None => match self.checkout(deadline) {
+                Ok(i) => i,
+                Err(e) => return self.finish(start, Err(e), CallState::default()),
+            },
         };
+        debug_assert!(at_once || !held);
         // An idle instance was taken without waiting: `start` is still "now" for arming the
         // timeout (a clock read less per event). After a wait or an instantiation it is not.
         let now = if at_once { start } else { Instant::now() };
-        let result = self.call(&mut inst, envelope, deadline, now);
+        let result = self.call(&mut inst, input, deadline, now);
         let call = std::mem::take(&mut inst.store.data_mut().call);
-        match &result {
-            Err(e) if e.kind().poisons_instance() => self.discard(inst),
-            _ => self.checkin(inst),
+        match (&result, kept) {
+            (Err(e), _) if e.kind().poisons_instance() => self.discard(inst),
+            (_, Some(k)) => k.0 = Some(inst),
+            (_, None) => self.checkin(inst),
         }
         self.finish(start, result, call)
     }
@@ -312,16 +361,12 @@ impl Sandbox {
     fn call(
         &self,
         inst: &mut Instance,
-        envelope: &[u8],
+        input: Input<'_>,
         deadline: Instant,
         now: Instant,
     ) -> Result<i32, SandboxError> {
-        let len = i32::try_from(envelope.len()).map_err(|_| {
-            SandboxError::new(
-                ErrorKind::GuestMemory,
-                "envelope larger than a guest can address",
-            )
-        })?;
+        // Lossless: `Input::check` capped the length at MAX_ENVELOPE_BYTES (i32::MAX).
+        let len = input.len() as i32;
         self.arm(&mut inst.store, deadline, now)?;
         let _active = self.module.engine().ticker().enter();
         let ptr = inst
@@ -335,7 +380,7 @@ impl Sandbox {
                 format!("{} returned a bad buffer: {f}", abi::EXPORT_ALLOC),
             )
         })?;
-        memory[range].copy_from_slice(envelope);
+        input.write(&mut memory[range]);
         inst.handle
             .call(&mut inst.store, (ptr, len))
             .map_err(|e| classify(e, ErrorKind::Trap).with_prefix(abi::EXPORT_HANDLE))
@@ -505,7 +550,8 @@ impl Sandbox {
         result: Result<i32, SandboxError>,
         call: CallState,
     ) -> HandleResult {
-        let c = &self.counters;
+        // This thread's stripe: two workers on one deployment must not share a line here.
+        let c = self.counters.local();
         let outcome = match result {
             Ok(status::ACK) => Outcome::Ack,
             Ok(status::RETRY) => Outcome::Retry,
@@ -572,11 +618,11 @@ impl Sandbox {
                 discarded: c.instances_discarded.load(Relaxed),
             },
             outcomes: c.outcomes(),
-            emits_accepted: c.emits_accepted.load(Relaxed),
-            emits_refused: c.emits_refused.load(Relaxed),
-            emits_discarded: c.emits_discarded.load(Relaxed),
-            logs_dropped: c.logs_dropped.load(Relaxed),
-            latency: c.latency.snapshot(),
+            emits_accepted: c.sum(|s| &s.emits_accepted),
+            emits_refused: c.sum(|s| &s.emits_refused),
+            emits_discarded: c.sum(|s| &s.emits_discarded),
+            logs_dropped: c.sum(|s| &s.logs_dropped),
+            latency: c.latency(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 use std::time::Duration;
 
 use crate::error::ErrorKind;
+use crate::stripe::{self, Padded};
 
 /// Sub-buckets per power of two: 4 gives about 19% worst-case relative error on a percentile.
 const SUB_BITS: u32 = 2;
@@ -19,10 +20,9 @@ const SUB: usize = 1 << SUB_BITS;
 pub(crate) const BUCKETS: usize = 64 * SUB;
 
 /// Latency histogram over nanoseconds: bucket = (floor(log2 ns), next two bits). Recording is
-/// two relaxed atomic adds; readers get a snapshot that may be a few samples behind.
+/// one relaxed atomic add; readers get a snapshot that may be a few samples behind.
 pub(crate) struct Histogram {
     buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
     max: AtomicU64,
 }
 
@@ -50,7 +50,6 @@ impl Histogram {
     pub fn new() -> Self {
         Histogram {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
             max: AtomicU64::new(0),
         }
     }
@@ -58,7 +57,6 @@ impl Histogram {
     pub fn record(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
         // A locked read-modify-write only for a new maximum (rare): this runs per event.
         if ns > self.max.load(Relaxed) {
             self.max.fetch_max(ns, Relaxed);
@@ -66,6 +64,7 @@ impl Histogram {
     }
 
     /// Percentiles as bucket upper bounds, capped at the exact maximum.
+    #[cfg(test)]
     pub fn snapshot(&self) -> LatencySnapshot {
         Histogram::merged(&[self])
     }
@@ -120,8 +119,16 @@ pub struct LatencySnapshot {
     pub max: Duration,
 }
 
-/// Counters of one deployment.
+/// Counters of one module hash in a deployment. What workers bump per event sits in per-thread
+/// stripes (`stripe.rs`); readers sum them.
 pub(crate) struct Counters {
+    stripes: Box<[Padded<Stripe>]>,
+    pub instances_created: AtomicU64,
+    pub instances_discarded: AtomicU64,
+}
+
+/// One thread's share of the per-event counters.
+pub(crate) struct Stripe {
     pub ack: AtomicU64,
     pub retry: AtomicU64,
     pub reject: AtomicU64,
@@ -131,14 +138,12 @@ pub(crate) struct Counters {
     /// Accepted by `emit` but dropped because the handler did not ack.
     pub emits_discarded: AtomicU64,
     pub logs_dropped: AtomicU64,
-    pub instances_created: AtomicU64,
-    pub instances_discarded: AtomicU64,
     pub latency: Histogram,
 }
 
-impl Counters {
-    pub fn new() -> Self {
-        Counters {
+impl Stripe {
+    fn new() -> Self {
+        Stripe {
             ack: AtomicU64::new(0),
             retry: AtomicU64::new(0),
             reject: AtomicU64::new(0),
@@ -147,20 +152,47 @@ impl Counters {
             emits_refused: AtomicU64::new(0),
             emits_discarded: AtomicU64::new(0),
             logs_dropped: AtomicU64::new(0),
-            instances_created: AtomicU64::new(0),
-            instances_discarded: AtomicU64::new(0),
             latency: Histogram::new(),
         }
+    }
+}
+
+impl Counters {
+    pub fn new() -> Self {
+        Counters {
+            stripes: (0..stripe::STRIPES).map(|_| Padded(Stripe::new())).collect(),
+            instances_created: AtomicU64::new(0),
+            instances_discarded: AtomicU64::new(0),
+        }
+    }
+
+    /// The calling thread's stripe, for counting.
+    pub fn local(&self) -> &Stripe {
+        &self.stripes[stripe::index()]
+    }
+
+    /// A counter summed over the stripes.
+    pub fn sum(&self, counter: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
+        self.stripes.iter().map(|s| counter(s).load(Relaxed)).sum()
+    }
+
+    /// Every stripe's latency histogram (`Histogram::merged` makes one snapshot of them).
+    pub fn histograms(&self) -> impl Iterator<Item = &Histogram> {
+        self.stripes.iter().map(|s| &s.latency)
+    }
+
+    pub fn latency(&self) -> LatencySnapshot {
+        Histogram::merged(&self.histograms().collect::<Vec<_>>())
     }
 
     pub fn outcomes(&self) -> OutcomeCounts {
         OutcomeCounts {
-            ack: self.ack.load(Relaxed),
-            retry: self.retry.load(Relaxed),
-            reject: self.reject.load(Relaxed),
+            ack: self.sum(|s| &s.ack),
+            retry: self.sum(|s| &s.retry),
+            reject: self.sum(|s| &s.reject),
             errors: ErrorKind::ALL
                 .iter()
-                .map(|k| (*k, self.errors[k.index()].load(Relaxed)))
+                .map(|k| (*k, self.sum(|s| &s.errors[k.index()])))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
         }

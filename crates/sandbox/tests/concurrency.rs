@@ -38,8 +38,10 @@ fn concurrent_handle_from_four_threads() {
         t.join().unwrap();
     }
     let info = sb.info();
+    // Counted in per-thread stripes; every one of them is summed.
     assert_eq!(info.outcomes.ack, 800);
     assert_eq!(info.emits_accepted, 800);
+    assert_eq!(info.latency.count, 800);
     assert!(
         info.instances.created <= 2,
         "never more than concurrency: {:?}",

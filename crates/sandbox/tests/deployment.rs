@@ -142,3 +142,43 @@ fn dropping_the_registry_stops_its_workers() {
     publish(&bus, "a", None);
     assert_eq!(bus.stats().unrouted, 1, "and the subscriptions are gone");
 }
+
+/// Traps when the event's data (the envelope's last bytes) ends in `t`, acks otherwise.
+const TRAPS_ON_T: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "sluice_handle") (param $p i32) (param $n i32) (result i32)
+    (if (i32.eq (i32.load8_u (i32.sub (i32.add (local.get $p) (local.get $n)) (i32.const 1))) (i32.const 116))
+      (then unreachable))
+    (i32.const 0)))"#;
+
+/// A worker keeps one instance across the events of a batch: an instance that trapped is
+/// discarded and replaced mid-batch (never kept), and every kept instance is back in the pool
+/// once the workers run out of events (none is held while a worker waits, none leaks).
+#[test]
+fn workers_keep_an_instance_per_batch_and_give_it_back() {
+    let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
+    let deployments = Deployments::new(bus.clone());
+    let dep = deployments.deploy("k", &wat::parse_str(TRAPS_ON_T).unwrap(), &spec(&["k"], &[], 2)).unwrap();
+    for i in 0..2000 {
+        let data = if i % 100 == 7 { b"t".to_vec() } else { b"{}".to_vec() };
+        let init = EventInit { topic: "k".into(), data, encoding: Some(sluice_core::Encoding::Binary), ..Default::default() };
+        match bus.publish(init, None).unwrap() {
+            sluice_core::Delivery::Done { .. } => {}
+            sluice_core::Delivery::Pending(p) => p.wait().unwrap(),
+        }
+    }
+    wait_for("2000 outcomes", || dep.info().latency_us.count == 2000);
+    let info = dep.info();
+    assert_eq!(info.outcomes.ack, 1980);
+    assert_eq!(info.outcomes.errors.get("ERR_TRAP"), Some(&20));
+    assert_eq!(info.instances.discarded, 20, "each trapped instance discarded, none kept");
+    wait_for("the workers to give their instances back", || {
+        let i = dep.info().instances;
+        i.idle == i.live
+    });
+    let i = dep.info().instances;
+    assert!(i.live >= 1 && i.live <= 2, "{i:?}");
+    assert_eq!(i.created, 20 + i.live as u64, "{i:?}");
+    deployments.stop_all();
+}

@@ -42,6 +42,27 @@ fn infinite_loop_is_stopped_by_the_timeout() {
     assert_eq!(sb.info().instances.discarded, 1);
 }
 
+/// The epoch ticker naps (100 ms) after ~50 idle ticks and the first call after that must wake
+/// it: a call that did not would run on until the nap ends instead of stopping after its 10 ms.
+/// An engine of its own, so no other test's calls keep the ticker awake.
+#[test]
+fn a_call_after_the_ticker_napped_is_still_stopped_on_time() {
+    let engine = SandboxEngine::new(EngineConfig { max_instances: 2, ..EngineConfig::default() }).unwrap();
+    let module = ModuleRegistry::new(engine).compile(&wasm("loop")).unwrap();
+    let sb = Sandbox::new(module, with_limits(Limits { timeout_ms: 10, ..Limits::default() })).unwrap();
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        // The previous call (or deploy's instantiation) kept the ticker up; 75 ms later it has
+        // idled its ~50 ticks and is some 20 ms into a nap.
+        std::thread::sleep(Duration::from_millis(75));
+        let r = handle(&sb, b"");
+        expect(&r, ErrorKind::Timeout, "ERR_TIMEOUT");
+        worst = worst.max(r.elapsed);
+    }
+    // Without the wake-up each call would wait out the rest of the nap (~80 ms).
+    assert!(worst < Duration::from_millis(60), "slowest stop {worst:?}");
+}
+
 #[test]
 fn infinite_loop_is_stopped_at_the_event_deadline_when_it_is_earlier() {
     let sb = deploy(

@@ -371,7 +371,7 @@ impl Dispatcher<'_> {
         let sub = &self.subs[index];
         let c = &held.record.counters;
         let waited = now.saturating_duration_since(submitted);
-        c.latency.record(waited);
+        c.local().latency.record(waited);
         let (observed, elapsed) = match &outcome {
             RemoteOutcome::Done(result) => (result.outcome.clone(), result.elapsed),
             RemoteOutcome::GaveUp(reason) => (Outcome::Error(SandboxError::new(ErrorKind::Trap, reason.clone())), waited),
@@ -388,12 +388,12 @@ impl Dispatcher<'_> {
         let mut copy = None;
         let verdict = match outcome {
             RemoteOutcome::Done(result) => {
-                add(&c.emits_refused, result.refused_emits.into());
-                add(&c.logs_dropped, result.dropped_logs.into());
+                add(&c.local().emits_refused, result.refused_emits.into());
+                add(&c.local().logs_dropped, result.dropped_logs.into());
                 copy = shadow.map(|plan| CopyPlan { expected: Expected::of(&result.outcome, &result.emits), plan });
                 match result.outcome {
                     Outcome::Ack => {
-                        add(&c.emits_accepted, result.emits.len() as u64);
+                        add(&c.local().emits_accepted, result.emits.len() as u64);
                         publish_emits(self.bus, self.timeout, &delivery.event, result.emits, self.shared);
                         Verdict::Ack
                     }
@@ -455,7 +455,7 @@ impl Dispatcher<'_> {
     fn compare(&self, copy: CopyJob, outcome: RemoteOutcome) {
         let CopyJob { link, held, watch, expected, submitted } = copy;
         let c = &held.record.counters;
-        c.latency.record(submitted.elapsed());
+        c.local().latency.record(submitted.elapsed());
         let (observed, emits, elapsed) = match outcome {
             RemoteOutcome::Done(r) => (r.outcome, r.emits, r.elapsed),
             RemoteOutcome::GaveUp(reason) => (Outcome::Error(SandboxError::new(ErrorKind::Trap, reason)), Vec::new(), submitted.elapsed()),
@@ -475,6 +475,7 @@ struct CopyPlan {
 }
 
 fn count(c: &Counters, outcome: &Outcome) {
+    let c = c.local();
     let n = match outcome {
         Outcome::Ack => &c.ack,
         Outcome::Retry => &c.retry,

@@ -44,7 +44,7 @@ use clock::unix_ms;
 use history::History;
 use route::{Candidate, Mode, Rule, Table, FULL};
 use shadow::ShadowStats;
-pub(crate) use version::{Body, HashRecord, Held, Module, Version};
+pub(crate) use version::{Body, HashRecord, Held, Lease, Module, Version};
 pub(crate) use route::Route;
 pub(crate) use shadow::{Expected, ShadowLink};
 pub(crate) use watch::Watch;
@@ -594,7 +594,7 @@ impl Rollout {
                 VersionInfo {
                     hash: r.hash.clone(),
                     role: role(&r.hash),
-                    in_flight: r.in_flight.load(Ordering::Relaxed),
+                    in_flight: r.in_flight.get(),
                     released: r.released(),
                     pids,
                     activations: r.activations.load(Ordering::Relaxed),
@@ -608,7 +608,7 @@ impl Rollout {
                     },
                     handled: info::handled(c),
                     outcomes: info::outcomes_info(&c.outcomes()),
-                    latency_us: info::latency_info(&c.latency.snapshot()),
+                    latency_us: info::latency_info(&c.latency()),
                 }
             })
             .collect();
@@ -680,13 +680,13 @@ impl Rollout {
             }
             t.created += c.instances_created.load(Ordering::Relaxed);
             t.discarded += c.instances_discarded.load(Ordering::Relaxed);
-            t.emits_accepted += c.emits_accepted.load(Ordering::Relaxed);
-            t.emits_refused += c.emits_refused.load(Ordering::Relaxed);
-            t.emits_discarded += c.emits_discarded.load(Ordering::Relaxed);
-            t.logs_dropped += c.logs_dropped.load(Ordering::Relaxed);
+            t.emits_accepted += c.sum(|s| &s.emits_accepted);
+            t.emits_refused += c.sum(|s| &s.emits_refused);
+            t.emits_discarded += c.sum(|s| &s.emits_discarded);
+            t.logs_dropped += c.sum(|s| &s.logs_dropped);
         }
         t.outcomes.errors = ErrorKind::ALL.iter().filter_map(|k| errors.get(k).map(|n| (*k, *n))).collect();
-        t.latency = Histogram::merged(&records.iter().map(|r| &r.counters.latency).collect::<Vec<_>>());
+        t.latency = Histogram::merged(&records.iter().flat_map(|r| r.counters.histograms()).collect::<Vec<_>>());
         t
     }
 }
@@ -735,12 +735,13 @@ impl Routed<'_> {
         }
     }
 
-    pub fn run(&self, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
+    /// Runs the event on the picked version, on the instance `lease` keeps for this worker.
+    pub fn run(&self, lease: &mut Lease, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
         match self.pick {
-            Route::Current => self.table.current.run(envelope, deadline),
+            Route::Current => lease.run(&self.table.current, envelope, deadline),
             Route::Candidate => {
                 let c = self.candidate();
-                let result = c.version.run(envelope, deadline);
+                let result = lease.run(&c.version, envelope, deadline);
                 if let Some(w) = &c.watch {
                     if let Some(verdict) = w.record(result.elapsed, result.outcome.error_kind().is_some()) {
                         self.rollout.auto_rollback(w, verdict);
@@ -749,7 +750,7 @@ impl Routed<'_> {
                 result
             }
             Route::Shadow => {
-                let result = self.table.current.run(envelope, deadline);
+                let result = lease.run(&self.table.current, envelope, deadline);
                 if let Mode::Shadow(link) = &self.candidate().mode {
                     link.offer(envelope, &result);
                 }

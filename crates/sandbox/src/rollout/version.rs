@@ -7,16 +7,17 @@
 //! a worker is torn down on the release thread (`release.rs`), not in front of the next event.
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use crate::deployment::DeployError;
 use crate::envelope::Envelope;
-use crate::pool::{HandleResult, Sandbox, SandboxOptions};
+use crate::pool::{HandleResult, Kept, Sandbox, SandboxOptions};
 use crate::registry::HandlerModule;
 use crate::remote::{Activation, RemoteState};
 use crate::stats::Counters;
+use crate::stripe::Gauge;
 
 /// What a hash is made of.
 #[derive(Clone)]
@@ -46,8 +47,9 @@ pub(crate) struct HashRecord {
     pub module: Module,
     /// Outcomes, latency, instance counts of every activation of this hash.
     pub counters: Arc<Counters>,
-    /// Events in the hands of an activation of this hash right now.
-    pub in_flight: AtomicUsize,
+    /// Events in the hands of an activation of this hash right now (per-thread stripes: every
+    /// event raises and lowers it).
+    pub in_flight: Gauge,
     pub activations: AtomicU64,
     /// Activations whose instances were released.
     pub releases: AtomicU64,
@@ -62,7 +64,7 @@ impl HashRecord {
             hash: module.hash().to_owned(),
             module,
             counters: Arc::new(Counters::new()),
-            in_flight: AtomicUsize::new(0),
+            in_flight: Gauge::default(),
             activations: AtomicU64::new(0),
             releases: AtomicU64::new(0),
             last_released_ms: AtomicU64::new(0),
@@ -182,12 +184,6 @@ impl Version {
         }
     }
 
-    /// Runs one event, counted in flight while the guest has it.
-    pub fn run(&self, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
-        let _in_flight = InFlight::enter(&self.record.in_flight);
-        self.sandbox().handle(envelope, deadline)
-    }
-
     /// Runs a pre-encoded copy (shadow traffic).
     pub fn run_encoded(&self, envelope: &[u8], deadline: Option<Instant>) -> HandleResult {
         let _in_flight = InFlight::enter(&self.record.in_flight);
@@ -197,8 +193,45 @@ impl Version {
     /// Holds the version for an event handed to a helper: counted in flight (and the version
     /// kept, with its helper) until the event's outcome is settled.
     pub fn hold(self: &Arc<Self>) -> Held {
-        self.record.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.record.in_flight.raise();
         Held(self.clone())
+    }
+}
+
+/// The instance a worker keeps across the events of one batch, and the version it belongs to.
+/// Taking an instance from the shared pool and returning it per event cost two contended queue
+/// operations per event with two workers. Each version has `concurrency` instances and a
+/// deployment `concurrency` workers, each keeping at most one instance: no worker waits for an
+/// instance another one keeps. Released (`release`, or dropped) before the worker waits for
+/// more work; a retired version stays alive until then.
+#[derive(Default)]
+pub(crate) struct Lease {
+    held: Option<(Arc<Version>, Kept)>,
+}
+
+impl Lease {
+    /// Runs one event on `version`, counted in flight while the guest has it.
+    pub fn run(&mut self, version: &Arc<Version>, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
+        if !matches!(&self.held, Some((v, _)) if Arc::ptr_eq(v, version)) {
+            self.release();
+            self.held = Some((version.clone(), Kept::default()));
+        }
+        let (version, kept) = self.held.as_mut().expect("set above");
+        let _in_flight = InFlight::enter(&version.record.in_flight);
+        version.sandbox().handle_kept(kept, envelope, deadline)
+    }
+
+    /// Gives the kept instance back to its version's pool.
+    pub fn release(&mut self) {
+        if let Some((version, mut kept)) = self.held.take() {
+            version.sandbox().give_back(&mut kept);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -214,7 +247,7 @@ impl Deref for Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.0.record.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.record.in_flight.lower();
     }
 }
 
@@ -246,17 +279,17 @@ impl HashRecord {
 }
 
 /// Decrements on drop, so an unwinding guest call cannot leave the count high.
-struct InFlight<'a>(&'a AtomicUsize);
+struct InFlight<'a>(&'a Gauge);
 
 impl<'a> InFlight<'a> {
-    fn enter(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
+    fn enter(n: &'a Gauge) -> Self {
+        n.raise();
         InFlight(n)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.lower();
     }
 }
