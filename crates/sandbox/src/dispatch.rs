@@ -14,6 +14,7 @@ use crate::deployment::Shared;
 use crate::envelope::Envelope;
 use crate::host::Emit;
 use crate::pool::Outcome;
+use crate::prefetch;
 use crate::rollout::{Lease, Rollout};
 use crate::record;
 use sluice_core::Outcome as Settle;
@@ -108,9 +109,14 @@ pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscriptio
                 shared.wakeup.wake_one();
             }
             got += n;
-            for d in batch.drain(..) {
-                handle_one(bus, versions, sub, &d, shared, &mut id, &mut lease, &mut verdicts);
+            batch.iter().for_each(|d| prefetch::event_fields(&d.event));
+            for i in 0..batch.len() {
+                if let Some(next) = batch.get(i + 1) {
+                    prefetch::event_data(&next.event);
+                }
+                handle_one(bus, versions, sub, &batch[i], shared, &mut id, &mut lease, &mut verdicts);
             }
+            batch.clear();
             // The instance goes back before the settle and before this worker may park.
             lease.release();
             if !verdicts.is_empty() {

@@ -21,6 +21,7 @@ mod error;
 mod host;
 mod limits;
 mod pool;
+mod prefetch;
 mod record;
 mod registry;
 mod remote;
