@@ -202,6 +202,28 @@ describe('the per-event publish path (tryPublish / tryPublishBatch without a Con
     await bus.close();
   });
 
+  it('reuses its packing buffer across tryPublishBatch calls without one batch showing in another', async () => {
+    // tryPublishBatch packs into a buffer the bus keeps; each event must still own its bytes,
+    // whether the next batch is shorter, longer (the buffer grows) or above the reuse limit.
+    const bus = new Bus({ capacity: 4096 });
+    const got: string[] = [];
+    bus.subscribe('bin', (e) => void got.push(Buffer.from(e.data as Buffer).toString('latin1')));
+    const sizes = [5, 1, 64, 3, 2_000_000, 7];
+    const expected: string[] = [];
+    for (const [b, size] of sizes.entries()) {
+      const events = [0, 1].map((i) => {
+        const text = String.fromCharCode(97 + b + i).repeat(size - i || 1);
+        expected.push(text);
+        return { type: 'bin', data: Buffer.from(text, 'latin1') };
+      });
+      expect(bus.tryPublishBatch(events)).toBe(2);
+    }
+    await until(() => got.length === expected.length);
+    expect(got.map((t) => `${t[0]}×${t.length}`)).toEqual(expected.map((t) => `${t[0]}×${t.length}`));
+    expect(got).toEqual(expected);
+    await bus.close();
+  });
+
   it('counts a full queue in a packed batch like in any other batch', async () => {
     const bus = new Bus();
     let release!: () => void;
