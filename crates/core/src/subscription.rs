@@ -203,7 +203,10 @@ impl Subscription {
         if !self.delivery.tracked() {
             let mut evs = Vec::new();
             let n = self.take_queue(max, &mut evs);
-            self.delivery.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
+            if n > 0 {
+                // Not on an empty poll: idle workers poll in a spin.
+                self.delivery.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
+            }
             out.extend(evs.into_iter().map(|event| Delivered { tag: 0, attempt: 1, event }));
             return n;
         }
