@@ -20,6 +20,7 @@ import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Bus } from '../dist/index.js';
+import { probeVcpus, fmtSlowdown } from './vcpu.js';
 
 const TOPIC = 'bench.wasm';
 const ENVELOPE_BYTES = 125; // the size the design's V8 anchor uses
@@ -121,6 +122,7 @@ export async function wasmBenches(h) {
     const events = Array.from({ length: BATCH }, () => ({ type: topic, data }));
     let waits = 0;
     const acked = () => dep.info().outcomes.ack;
+    const vcpuBefore = probeVcpus();
     const res = await measure('wasm', name, async (n) => {
       const base = acked();
       const t0 = process.hrtime.bigint();
@@ -150,6 +152,8 @@ export async function wasmBenches(h) {
       while (acked() - base < n) await immediate();
       return process.hrtime.bigint() - t0;
     }, { start: 4096, unit: mode === 'batch' ? BATCH : 1 });
+    const vcpuAfter = probeVcpus();
+    res.vcpuLoopMs = { before: vcpuBefore, after: vcpuAfter };
     const info = dep.info();
     res.deployment = {
       outcomes: info.outcomes,
@@ -164,6 +168,8 @@ export async function wasmBenches(h) {
     console.log(
       `    handler time in the guest p50 ${fmtNs(info.latencyUs.p50 * 1e3)}  p99 ${fmtNs(info.latencyUs.p99 * 1e3)}; instances ${info.instances.live}; publisher waited for room ${waits}×`,
     );
+    // A vCPU the host slowed (bench/vcpu.js) paces the whole publisher → worker pipeline.
+    console.log(`    vCPU loop time vs the run's fastest: ${fmtSlowdown(vcpuBefore)} before, ${fmtSlowdown(vcpuAfter)} after`);
     await dep.undeploy();
     await bus.close();
     return res;
