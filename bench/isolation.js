@@ -34,6 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { loadavg, cpus } from 'node:os';
 import wabtInit from 'wabt';
 import { Bus } from '../dist/index.js';
+import { tryPublishAll } from './publish-all.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -137,14 +138,8 @@ async function throughput(isolation, concurrency, publisher) {
         sent += events.length;
         continue;
       }
-      let batch = events;
-      for (;;) {
-        const took = bus.tryPublishBatch(batch);
-        sent += took;
-        if (took === batch.length) break;
-        batch = batch.slice(took);
-        await immediate();
-      }
+      await tryPublishAll(bus, events, immediate);
+      sent += events.length;
     }
     // Bounded: a stuck deployment must show its state, not hang the bench. Polled every
     // millisecond, not every loop turn: up to `capacity` events are still queued when the last

@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bus } from '../dist/index.js';
 import { probeVcpus, fmtSlowdown } from './vcpu.js';
+import { tryPublishAll } from './publish-all.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const wabt = await (await import('wabt')).default();
@@ -45,14 +46,8 @@ while (performance.now() - t0 < secs * 1000) {
     continue;
   }
   for (let j = 0; j < 64; j++) {
-    let rest = batch;
-    for (;;) {
-      const took = bus.tryPublishBatch(rest);
-      sent += took;
-      if (took === rest.length) break;
-      rest = rest.slice(took);
-      await turn();
-    }
+    await tryPublishAll(bus, batch, turn);
+    sent += batch.length;
   }
 }
 while (dep.info().outcomes.ack < sent) await turn();

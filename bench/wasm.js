@@ -21,6 +21,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Bus } from '../dist/index.js';
 import { probeVcpus, fmtSlowdown } from './vcpu.js';
+import { tryPublishAll } from './publish-all.js';
 
 const TOPIC = 'bench.wasm';
 const ENVELOPE_BYTES = 125; // the size the design's V8 anchor uses
@@ -129,17 +130,8 @@ export async function wasmBenches(h) {
       if (mode === 'batch') {
         for (let sent = 0; sent < n; ) {
           const k = Math.min(BATCH, n - sent);
-          let batch = k === BATCH ? events : events.slice(0, k);
-          for (;;) {
-            const took = bus.tryPublishBatch(batch);
-            sent += took;
-            if (took === batch.length) break;
-            // The queue was full for some of them (tryPublishBatch tries every event and returns
-            // how many were taken; the events are identical, so resend that many).
-            batch = batch.slice(took);
-            waits++;
-            await immediate();
-          }
+          waits += await tryPublishAll(bus, k === BATCH ? events : events.slice(0, k), immediate);
+          sent += k;
         }
       } else {
         for (let i = 0; i < n; i++) {
