@@ -64,6 +64,26 @@ fn a_killed_helper_is_replaced_and_its_events_redelivered() {
 }
 
 #[test]
+fn a_helper_killed_while_idle_is_replaced_without_waiting_for_an_event() {
+    let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
+    let deployments = Deployments::new(bus.clone());
+    let dep = deployments.deploy("iso", &wat::parse_str(EMITTER).unwrap(), &process_spec(1)).unwrap();
+    publish(&bus, 0, 10);
+    wait_for("10 outcomes", || dep.info().outcomes.ack == 10);
+    let first = dep.info().pids[0];
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    // Nothing more is published: the idle dispatcher notices the death itself.
+    wait_for("a replacement while idle", || dep.info().pids.first().is_some_and(|p| *p != first));
+    let info = dep.info();
+    assert_eq!((info.helpers[0].deaths, info.helpers[0].helpers_started), (1, 2));
+    assert_eq!(unsafe { libc::waitpid(first, std::ptr::null_mut(), libc::WNOHANG) }, -1, "the dead helper was reaped");
+    publish(&bus, 10, 10);
+    wait_for("20 outcomes", || dep.info().outcomes.ack == 20);
+    assert_eq!(dep.info().helpers[0].gave_up, 0);
+    deployments.stop_all();
+}
+
+#[test]
 fn stopping_publishes_emits_of_finished_handlers_and_counts_the_events_never_started() {
     let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
     let deployments = Deployments::new(bus.clone());

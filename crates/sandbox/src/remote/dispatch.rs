@@ -243,6 +243,16 @@ pub(crate) fn remote_loop(d: &Dispatcher<'_>, first: Slot) {
             continue;
         }
         if idle.should_park() {
+            // Look at idle helpers too: one killed with nothing in flight is otherwise noticed,
+            // and replaced, only when this dispatcher next sends it an event — which may be never
+            // if the other dispatchers take all the traffic. A parked dispatcher looks again
+            // every park timeout.
+            for s in slots.iter_mut().filter(|s| s.exec.in_flight() == 0 && s.exec.info().pid.is_some()) {
+                s.exec.poll(&mut done, Duration::ZERO);
+            }
+            if !done.is_empty() {
+                continue;
+            }
             d.update_info(&slots);
             d.shared.wakeup.park(d.subs, d.shared);
         }
