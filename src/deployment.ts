@@ -90,6 +90,12 @@ export interface OutcomeCounts {
   errors: Record<string, number>;
 }
 
+/**
+ * Handler time per event in µs, as the worker measures it: the guest call with the envelope
+ * copy and the limits' setup, plus any wait for a free instance. For events a worker runs back
+ * to back it counts from the previous event's end, so its bookkeeping between the two (well
+ * under a µs) is included; time spent publishing a handler's emits is not.
+ */
 export interface LatencyUs {
   count: number;
   p50: number;

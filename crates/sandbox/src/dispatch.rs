@@ -110,11 +110,14 @@ pub(crate) fn worker_loop(bus: &Bus, versions: &Rollout, subs: &[Arc<Subscriptio
             }
             got += n;
             batch.iter().for_each(|d| prefetch::event_fields(&d.event));
+            // The first event of a batch reads the clock; the next ones may start where the
+            // previous one ended (`Sandbox::handle_kept`).
+            let mut straight_on = false;
             for i in 0..batch.len() {
                 if let Some(next) = batch.get(i + 1) {
                     prefetch::event_data(&next.event);
                 }
-                handle_one(bus, versions, sub, &batch[i], shared, &mut id, &mut lease, &mut verdicts);
+                straight_on = handle_one(bus, versions, sub, &batch[i], shared, &mut id, &mut lease, &mut verdicts, straight_on);
             }
             batch.clear();
             // The instance goes back before the settle and before this worker may park.
@@ -164,7 +167,9 @@ pub(crate) fn envelope_of<'a>(sub: &'a Subscription, ev: &'a Event, id: &'a str)
 }
 
 /// Runs one event on the instance `lease` keeps; its verdict goes to `verdicts` (settled with
-/// the batch).
+/// the batch). `straight_on`: nothing that can wait happened since the previous event's run
+/// ended. Returns whether that still holds after this event: not if it published emits (a
+/// full `block` queue may hold the worker) or went through the audit gate (which may hold it).
 #[allow(clippy::too_many_arguments)]
 fn handle_one(
     bus: &Bus,
@@ -175,24 +180,27 @@ fn handle_one(
     id: &mut String,
     lease: &mut Lease,
     verdicts: &mut Vec<(u64, Settle)>,
-) {
+    straight_on: bool,
+) -> bool {
     let ev = &d.event;
     // Waiting behind earlier events of the batch may have outlived the event's Context.
     if ev.expired() {
         sub.return_expired(d.tag);
-        return;
+        return straight_on;
     }
     render_id(sub, ev, id);
     let envelope = envelope_of(sub, ev, id);
     // The routing table picks exactly one version for this event (by id, topic, labels).
     let version = versions.route(&envelope);
     let run = record::start(bus, sub, ev, &shared.name, version.hash());
-    let result = version.run(lease, &envelope, ev.deadline.map(|d| d.at));
+    let result = version.run(lease, &envelope, ev.deadline.map(|d| d.at), straight_on);
     let us = record::end(bus.recorder(), run, sub, ev, &shared.name, version.hash(), &result.outcome);
     // The hash outlives the routed version only for an audit record; without an audit
     // observer nothing is copied (this runs per event).
-    let hash: Option<Arc<str>> = bus.audit_gate().on().then(|| version.hash().into());
+    let audited = bus.audit_gate().on();
+    let hash: Option<Arc<str>> = audited.then(|| version.hash().into());
     drop(version);
+    let emitted = !result.emits.is_empty();
     if matches!(result.outcome, Outcome::Ack) {
         publish_emits(bus, versions.timeout(), ev, result.emits, shared);
     } else {
@@ -200,6 +208,7 @@ fn handle_one(
     }
     let ran = record::Ran { name: &shared.name, hash: hash.as_deref().unwrap_or(""), outcome: record::outcome_name(&result.outcome), duration_us: us };
     record::settle_later(bus, sub, ev, d.tag, verdict(result.outcome), ran, &shared.stop, verdicts);
+    !emitted && !audited
 }
 
 /// Turns the guest's outcome into the core's settle verdict: status 0 ack, 1 retry, 2 reject

@@ -72,7 +72,8 @@ pub struct HandleResult {
     /// Logs are returned whatever the outcome: they explain failures.
     pub logs: Vec<LogRecord>,
     pub dropped_logs: u32,
-    /// Time spent in `handle`, including waiting for a free instance.
+    /// Time spent in `handle`, including waiting for a free instance; for an event a worker
+    /// runs straight after another, from that one's end (`Sandbox::handle_kept`).
     pub elapsed: Duration,
 }
 
@@ -117,11 +118,16 @@ struct Instance {
 /// outside the pool; dropping one that still holds an instance would leak its pool slot, so its
 /// holder gives it back (`Sandbox::give_back`) first.
 #[derive(Default)]
-pub(crate) struct Kept(Option<Instance>);
+pub(crate) struct Kept {
+    instance: Option<Instance>,
+    /// When the last call on `instance` ended: the next call's start if its caller went
+    /// straight on (see `Sandbox::handle_kept`), which saves a clock read per event.
+    ended: Option<Instant>,
+}
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        debug_assert!(self.0.is_none(), "a kept instance was dropped instead of given back");
+        debug_assert!(self.instance.is_none(), "a kept instance was dropped instead of given back");
     }
 }
 
@@ -293,52 +299,59 @@ impl Sandbox {
 
     /// Encodes `envelope` straight into the guest's buffer and runs it; see `handle_encoded`.
     pub fn handle(&self, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
-        self.run(Input::Envelope(envelope), deadline, None)
+        self.run(Input::Envelope(envelope), deadline, None, None)
     }
 
     /// Runs one pre-encoded envelope (see `encode_envelope`) on a free instance. Blocks while
     /// all `concurrency` instances are busy, at most until the deadline. The effective
     /// deadline is the earlier of `deadline` and now + `limits.timeout_ms`.
     pub fn handle_encoded(&self, envelope: &[u8], deadline: Option<Instant>) -> HandleResult {
-        self.run(Input::Encoded(envelope), deadline, None)
+        self.run(Input::Encoded(envelope), deadline, None, None)
     }
 
     /// `handle`, on the instance `kept` holds, or on a free one that `kept` then keeps for the
     /// caller's next event. A worker keeps one instance across a batch of events instead of
     /// taking one from the shared pool and returning it per event; it must give it back with
     /// `give_back` before it waits for more work. An instance that failed is discarded, not kept.
-    pub(crate) fn handle_kept(&self, kept: &mut Kept, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
-        self.run(Input::Envelope(envelope), deadline, Some(kept))
+    ///
+    /// `straight_on`: the caller did nothing that can wait (no emit published, no audit hold)
+    /// since the previous call on `kept` ended, so that end serves as this call's start — for
+    /// the timeout budget and the latency — instead of another clock read. The two differ by
+    /// the worker's bookkeeping between two events of a batch.
+    pub(crate) fn handle_kept(&self, kept: &mut Kept, envelope: &Envelope<'_>, deadline: Option<Instant>, straight_on: bool) -> HandleResult {
+        let start = kept.ended.take().filter(|_| straight_on && kept.instance.is_some());
+        self.run(Input::Envelope(envelope), deadline, Some(kept), start)
     }
 
     /// Returns the instance `kept` holds, if any, to the pool.
     pub(crate) fn give_back(&self, kept: &mut Kept) {
-        if let Some(inst) = kept.0.take() {
+        kept.ended = None;
+        if let Some(inst) = kept.instance.take() {
             self.checkin(inst);
         }
     }
 
-    fn run(&self, input: Input<'_>, deadline: Option<Instant>, mut kept: Option<&mut Kept>) -> HandleResult {
-        let start = Instant::now();
+    fn run(&self, input: Input<'_>, deadline: Option<Instant>, mut kept: Option<&mut Kept>, start: Option<Instant>) -> HandleResult {
+        let start = start.unwrap_or_else(Instant::now);
         let budget = start + self.policy.limits.timeout();
         let deadline = deadline.map_or(budget, |d| d.min(budget));
         if let Err(e) = input.check() {
             // Not the guest's fault: no instance is touched.
-            return self.finish(start, Err(SandboxError::new(ErrorKind::GuestMemory, e.to_string())), CallState::default());
+            return self.finish(start, Instant::now(), Err(SandboxError::new(ErrorKind::GuestMemory, e.to_string())), CallState::default());
         }
         if start >= deadline {
             let e = SandboxError::new(
                 ErrorKind::Timeout,
                 "deadline passed before the handler started",
             );
-            return self.finish(start, Err(e), CallState::default());
+            return self.finish(start, Instant::now(), Err(e), CallState::default());
         }
-        let held = kept.as_ref().is_some_and(|k| k.0.is_some());
-        let (mut inst, at_once) = match kept.as_deref_mut().and_then(|k| k.0.take()) {
+        let held = kept.as_ref().is_some_and(|k| k.instance.is_some());
+        let (mut inst, at_once) = match kept.as_deref_mut().and_then(|k| k.instance.take()) {
             Some(inst) => (inst, true),
             None => match self.checkout(deadline) {
                 Ok(i) => i,
-                Err(e) => return self.finish(start, Err(e), CallState::default()),
+                Err(e) => return self.finish(start, Instant::now(), Err(e), CallState::default()),
             },
         };
         debug_assert!(at_once || !held);
@@ -346,13 +359,17 @@ impl Sandbox {
         // timeout (a clock read less per event). After a wait or an instantiation it is not.
         let now = if at_once { start } else { Instant::now() };
         let result = self.call(&mut inst, input, deadline, now);
+        let ended = Instant::now();
         let call = std::mem::take(&mut inst.store.data_mut().call);
         match (&result, kept) {
             (Err(e), _) if e.kind().poisons_instance() => self.discard(inst),
-            (_, Some(k)) => k.0 = Some(inst),
+            (_, Some(k)) => {
+                k.instance = Some(inst);
+                k.ended = Some(ended);
+            }
             (_, None) => self.checkin(inst),
         }
-        self.finish(start, result, call)
+        self.finish(start, ended, result, call)
     }
 
     /// Writes the envelope into guest memory and calls `sluice_handle`. No slice of guest
@@ -547,6 +564,7 @@ impl Sandbox {
     fn finish(
         &self,
         start: Instant,
+        ended: Instant,
         result: Result<i32, SandboxError>,
         call: CallState,
     ) -> HandleResult {
@@ -584,7 +602,7 @@ impl Sandbox {
         };
         add(&c.emits_refused, u64::from(refused_emits));
         add(&c.logs_dropped, u64::from(dropped_logs));
-        let elapsed = start.elapsed();
+        let elapsed = ended.saturating_duration_since(start);
         c.latency.record(elapsed);
         HandleResult {
             outcome,

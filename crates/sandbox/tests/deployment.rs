@@ -182,3 +182,35 @@ fn workers_keep_an_instance_per_batch_and_give_it_back() {
     assert_eq!(i.created, 20 + i.live as u64, "{i:?}");
     deployments.stop_all();
 }
+
+/// Events of one batch run back to back, and one may start where the previous one ended (a
+/// clock read less) — but not after the previous one's emit waited on a full `block` queue:
+/// that wait belongs to neither event's handler time nor to the next event's timeout budget.
+#[test]
+fn an_emit_that_waited_is_not_counted_in_the_next_events_time() {
+    let bus = Arc::new(Bus::new(BusOptions::default()).unwrap());
+    let deployments = Deployments::new(bus.clone());
+    // Where the emits go: room for one, `block`, never consumed. Every emit after the first
+    // waits the handler's whole budget (200 ms) and is then given up (counted).
+    let mut full = bus.subscribe_options();
+    full.capacity = 1;
+    full.overflow = sluice_core::Overflow::Block;
+    let _out = bus.subscribe("out.*", full).unwrap();
+    let mut waits = spec(&["in.*"], &["out.*"], 1);
+    waits.sandbox.limits.timeout_ms = 200;
+    let dep = deployments.deploy("w", &wat::parse_str(EMITTER).unwrap(), &waits).unwrap();
+    for _ in 0..4 {
+        publish(&bus, "in.a", None);
+    }
+    wait_for("4 outcomes and their emits", || {
+        let i = dep.info();
+        i.latency_us.count == 4 && i.emits_published + i.emits_failed == 4
+    });
+    let info = dep.info();
+    assert_eq!(info.outcomes.ack, 4, "no event ran out of time: {:?}", info.outcomes.errors);
+    assert_eq!((info.emits_published, info.emits_failed), (1, 3));
+    // A call of this guest takes microseconds; one timed from before a 200 ms emit wait would
+    // show that wait (100 ms leaves room for a descheduled test machine).
+    assert!(info.latency_us.max < 100_000.0, "µs: {:?}", info.latency_us);
+    deployments.stop_all();
+}

@@ -735,13 +735,14 @@ impl Routed<'_> {
         }
     }
 
-    /// Runs the event on the picked version, on the instance `lease` keeps for this worker.
-    pub fn run(&self, lease: &mut Lease, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
+    /// Runs the event on the picked version, on the instance `lease` keeps for this worker
+    /// (`straight_on`: see `Sandbox::handle_kept`).
+    pub fn run(&self, lease: &mut Lease, envelope: &Envelope<'_>, deadline: Option<Instant>, straight_on: bool) -> HandleResult {
         match self.pick {
-            Route::Current => lease.run(&self.table.current, envelope, deadline),
+            Route::Current => lease.run(&self.table.current, envelope, deadline, straight_on),
             Route::Candidate => {
                 let c = self.candidate();
-                let result = lease.run(&c.version, envelope, deadline);
+                let result = lease.run(&c.version, envelope, deadline, straight_on);
                 if let Some(w) = &c.watch {
                     if let Some(verdict) = w.record(result.elapsed, result.outcome.error_kind().is_some()) {
                         self.rollout.auto_rollback(w, verdict);
@@ -750,7 +751,7 @@ impl Routed<'_> {
                 result
             }
             Route::Shadow => {
-                let result = lease.run(&self.table.current, envelope, deadline);
+                let result = lease.run(&self.table.current, envelope, deadline, straight_on);
                 if let Mode::Shadow(link) = &self.candidate().mode {
                     link.offer(envelope, &result);
                 }

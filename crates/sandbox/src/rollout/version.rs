@@ -211,14 +211,14 @@ pub(crate) struct Lease {
 
 impl Lease {
     /// Runs one event on `version`, counted in flight while the guest has it.
-    pub fn run(&mut self, version: &Arc<Version>, envelope: &Envelope<'_>, deadline: Option<Instant>) -> HandleResult {
+    pub fn run(&mut self, version: &Arc<Version>, envelope: &Envelope<'_>, deadline: Option<Instant>, straight_on: bool) -> HandleResult {
         if !matches!(&self.held, Some((v, _)) if Arc::ptr_eq(v, version)) {
             self.release();
             self.held = Some((version.clone(), Kept::default()));
         }
         let (version, kept) = self.held.as_mut().expect("set above");
         let _in_flight = InFlight::enter(&version.record.in_flight);
-        version.sandbox().handle_kept(kept, envelope, deadline)
+        version.sandbox().handle_kept(kept, envelope, deadline, straight_on)
     }
 
     /// Gives the kept instance back to its version's pool.
