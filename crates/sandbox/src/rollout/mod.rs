@@ -745,6 +745,9 @@ impl Routed<'_> {
                 let result = lease.run(&c.version, envelope, deadline, straight_on);
                 if let Some(w) = &c.watch {
                     if let Some(verdict) = w.record(result.elapsed, result.outcome.error_kind().is_some()) {
+                        // May wait for the rollout lock. The worker's next event cannot start
+                        // from this run's end anyway: the candidate is out of the table, so the
+                        // next event routes to another version, i.e. another kept instance.
                         self.rollout.auto_rollback(w, verdict);
                     }
                 }
